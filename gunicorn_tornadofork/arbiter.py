@@ -1,0 +1,239 @@
+"""The gunicorn-facing layer: a mixin laid over the running arbiter's class by ``install()``.
+
+It overrides only where gunicorn decides which worker to start, stop or replace; every
+decision is taken by the pure :class:`~gunicorn_tornadofork.tasks.TaskTable` and
+:func:`~gunicorn_tornadofork.exits.classify`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
+
+from . import worker as worker_side
+from .exits import STOP_SIGNALS, Ending, classify
+from .options import Options, available_cpus
+from .tasks import Outcome, TaskTable
+
+#: The arbiter's exit status when it gives up after too many restarts.
+GIVE_UP_STATUS = 5
+GIVE_UP_REASON = "Too many child restarts, giving up"
+FINISHED_REASON = "All tasks finished"
+
+_POLL_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class _Reaped:
+    pid: int
+    status: int
+    report: bytes
+    aborted: bool
+
+
+@dataclass
+class _State:
+    options: Options
+    table: TaskTable
+    # Filled by reap_workers (a signal handler on gunicorn 23), drained by the main loop.
+    reaped: deque[_Reaped] = field(default_factory=deque)
+    # True while gunicorn's reload() runs its own "spawn a new set" loop.
+    reloading: bool = False
+
+
+class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's arbiter with tornado's ``fork_processes`` semantics."""
+
+    _tornadofork: _State
+    # Attributes of gunicorn's Arbiter that this layer uses.
+    WORKERS: dict[int, Any]
+    cfg: Any
+    log: Any
+    worker_class: Any
+    num_workers: int
+    reexec_pid: int
+
+    # -- spawning ---------------------------------------------------------------------
+
+    def spawn_workers(self) -> None:
+        """Start a worker for every task that needs one, at once: no sleep between forks."""
+        while self.spawn_worker() is not None:
+            pass
+
+    def spawn_worker(self) -> int | None:
+        """Start a worker for the lowest task id that needs one; None if none does."""
+        state = self._tornadofork
+        task = None if state.reloading else state.table.next_pending()
+        if task is None:
+            return None
+        worker_class = self.worker_class
+
+        def make_worker(*args: Any, **kwargs: Any) -> Any:
+            worker = worker_class(*args, **kwargs)
+            worker_side.adopt(worker, task)
+            return worker
+
+        self.worker_class = make_worker
+        try:
+            with worker_side.forking(task):
+                pid: int = super().spawn_worker()
+                state.table.spawned(task, pid)
+        finally:
+            self.worker_class = worker_class
+        return pid
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        """Signal a worker, remembering that the arbiter asked it to stop."""
+        if sig in STOP_SIGNALS:
+            self._tornadofork.table.stop_requested(pid)
+        super().kill_worker(pid, sig)
+
+    # -- reaping and deciding ---------------------------------------------------------
+
+    def reap_workers(self) -> None:
+        """Reap every exited child; a worker's status and report wait for the main loop."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            worker = self.WORKERS.pop(pid, None)
+            if worker is None:
+                self._reap_other(pid, status)
+                continue
+            report = worker_side.read_report(worker)
+            worker.tmp.close()
+            self._tornadofork.reaped.append(_Reaped(pid, status, report, bool(worker.aborted)))
+            self.cfg.child_exit(self, worker)
+
+    def _reap_other(self, pid: int, status: int) -> None:
+        if pid == self.reexec_pid:
+            self.reexec_pid = 0
+        elif pid == getattr(self, "dirty_arbiter_pid", 0):
+            self.handle_dirty_arbiter_exit(pid, status)  # gunicorn >= 24
+        else:
+            self.log.debug("Reaped unknown child process (pid:%s, status:%s)", pid, status)
+
+    def manage_workers(self) -> None:
+        """Judge the reaped workers, retire out-of-range tasks, start the ones that need it."""
+        state = self._tornadofork
+        if state.reloading:
+            state.reloading = False
+            self._replace_all()
+            return
+        self._settle()
+        for pid in state.table.resize(self.num_workers):
+            self.kill_worker(pid, signal.SIGTERM)
+        self.spawn_workers()
+        # gunicorn's own upkeep (its worker-count metrics) runs whenever its rule "kill
+        # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
+        if len(self.WORKERS) <= self.num_workers:
+            super().manage_workers()
+
+    def _settle(self) -> None:
+        state = self._tornadofork
+        while state.reaped:
+            reaped = state.reaped.popleft()
+            exit = classify(
+                reaped.status,
+                reaped.report,
+                requested=state.table.is_stopping(reaped.pid),
+                aborted=reaped.aborted,
+            )
+            outcome = state.table.exited(reaped.pid, exit)
+            if outcome is not None:
+                self._log_outcome(outcome)
+        if state.table.all_done():
+            self.log.info("All %d tasks finished", state.table.size)
+            raise HaltServer(FINISHED_REASON, 0)
+
+    def _log_outcome(self, outcome: Outcome) -> None:
+        ending = outcome.exit.ending
+        what = f"task {outcome.task_id} (pid {outcome.pid}) {outcome.exit.describe()}"
+        cap = self._tornadofork.options.max_restarts
+        if ending is Ending.BOOT_FAILED:
+            self.log.error("%s", what)
+            raise HaltServer("Worker failed to boot.", self.WORKER_BOOT_ERROR)
+        if ending is Ending.APP_FAILED:
+            self.log.error("%s", what)
+            raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
+        if outcome.give_up:
+            self.log.error(
+                "%s; %s (%d restarts > max_restarts %d)", what, GIVE_UP_REASON, outcome.restarts, cap
+            )
+            raise HaltServer(GIVE_UP_REASON, GIVE_UP_STATUS)
+        if ending.counted:
+            self.log.warning("%s, restarting (%d of max_restarts %d)", what, outcome.restarts, cap)
+        elif ending is Ending.STOPPED:
+            self.log.debug("%s", what)
+        else:
+            self.log.info("%s%s", what, ", replacing it" if outcome.replaced else "")
+
+    # -- reload -----------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """gunicorn's reload, with its "start a full new set, then stop the old one"
+        replaced by a rolling replacement that never runs two workers with one id."""
+        self._tornadofork.reloading = True
+        try:
+            super().reload()
+        finally:
+            self._tornadofork.reloading = False
+
+    def setup(self, app: Any) -> None:
+        """gunicorn's setup; ``workers <= 0`` means one worker per usable CPU."""
+        super().setup(app)
+        if self.num_workers <= 0:
+            self.num_workers = available_cpus()
+
+    def _replace_all(self) -> None:
+        """Replace every running task's worker with a new one of the same id, a quarter of
+        the tasks at a time, each old worker stopped before its successor starts."""
+        table = self._tornadofork.table
+        self._settle()
+        for pid in table.resize(self.num_workers):
+            self.kill_worker(pid, signal.SIGTERM)
+        old = [pid for pid in (table.pid_of(t) for t in table.running()) if pid is not None]
+        step = max(1, -(-len(old) // 4))
+        for start in range(0, len(old), step):
+            batch = [pid for pid in old[start : start + step] if pid in self.WORKERS]
+            for pid in batch:
+                self.kill_worker(pid, signal.SIGTERM)
+            self._await_exit(batch)
+            self._settle()
+            self.spawn_workers()
+        self.spawn_workers()
+
+    def _await_exit(self, pids: list[int]) -> None:
+        """Wait for these workers to be reaped: ``graceful_timeout``, then SIGKILL."""
+        grace = time.monotonic() + self.cfg.graceful_timeout
+        killed = False
+        while any(pid in self.WORKERS for pid in pids):
+            if not killed and time.monotonic() >= grace:
+                killed = True
+                for pid in pids:
+                    if pid in self.WORKERS:
+                        self.kill_worker(pid, signal.SIGKILL)
+            self.reap_workers()
+            time.sleep(_POLL_SECONDS)
+
+
+def install(server: Any, options: Options) -> None:
+    """Lay :class:`TornadoForkArbiter` over ``server``'s class and start its task table."""
+    if server.num_workers <= 0:
+        server.num_workers = available_cpus()
+    cls = type(server)
+    server.__class__ = type(f"TornadoFork{cls.__name__}", (TornadoForkArbiter, cls), {})
+    server._tornadofork = _State(options, TaskTable(server.num_workers, options.max_restarts))
+    worker_side.enable(os.getpid())

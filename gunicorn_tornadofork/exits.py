@@ -1,0 +1,120 @@
+"""How a worker ended, judged from its wait status, its own report and what the arbiter did."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from dataclasses import dataclass
+
+#: gunicorn's exit statuses for a worker that could not boot or load the app.
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+#: Signals that, sent by the arbiter, mean "stop": shutdown, scale-down, reload.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGKILL})
+
+# A worker writes one of these reports into its heartbeat file as it ends.
+REPORT_FINISHED = b"F"
+REPORT_RECYCLED = b"R"
+_REPORT_SIGNAL = b"S"
+
+
+def signal_report(signum: int) -> bytes:
+    """The report of a worker that stopped because it received ``signum``."""
+    return _REPORT_SIGNAL + str(int(signum)).encode("ascii")
+
+
+class Ending(enum.Enum):
+    """The kinds of end the arbiter tells apart (the rows of the exit table)."""
+
+    STOPPED = "stopped"  # the arbiter asked it to stop
+    RECYCLED = "recycled"  # max_requests or a code reload
+    FINISHED = "finished"  # exit 0 of its own accord: the task is done
+    KILLED = "killed"  # killed by a signal, or stopped by one the arbiter did not send
+    FAILED = "failed"  # any other non-zero exit status
+    TIMED_OUT = "timed out"  # aborted by the arbiter after `timeout`
+    BOOT_FAILED = "boot failed"  # status 3: gunicorn halts
+    APP_FAILED = "app failed"  # status 4: gunicorn halts
+
+    @property
+    def counted(self) -> bool:
+        """Whether this end counts toward ``max_restarts``."""
+        return self in _COUNTED
+
+    @property
+    def halts(self) -> bool:
+        """Whether this end halts the arbiter, as plain gunicorn does."""
+        return self in (Ending.BOOT_FAILED, Ending.APP_FAILED)
+
+
+_COUNTED = frozenset({Ending.KILLED, Ending.FAILED, Ending.TIMED_OUT})
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A judged end: its kind, plus the signal or status that explains it."""
+
+    ending: Ending
+    signal: int | None = None
+    status: int | None = None
+
+    def describe(self) -> str:
+        """A short phrase for the log, as tornado's "killed by signal %d"."""
+        if self.ending is Ending.KILLED and self.status is None:
+            return f"killed by signal {signal_name(self.signal)}"
+        if self.ending is Ending.KILLED:
+            return f"stopped by signal {signal_name(self.signal)} that the arbiter did not send"
+        if self.ending in (Ending.FAILED, Ending.BOOT_FAILED, Ending.APP_FAILED):
+            return f"exited with status {self.status}"
+        if self.ending is Ending.TIMED_OUT:
+            return "timed out and was aborted"
+        return str(self.ending.value)
+
+
+def signal_name(signum: int | None) -> str:
+    """``SIGKILL`` for 9; the bare number for a signal Python does not name."""
+    try:
+        return signal.Signals(signum).name  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(signum)
+
+
+def parse_report(report: bytes) -> tuple[bytes, int | None]:
+    """Split a worker's report into its kind and, for a signal report, the signal."""
+    report = report.rstrip(b"\0")
+    if report.startswith(_REPORT_SIGNAL) and report[1:].isdigit():
+        return _REPORT_SIGNAL, int(report[1:])
+    if report in (REPORT_FINISHED, REPORT_RECYCLED):
+        return report, None
+    return b"", None
+
+
+def classify(status: int, report: bytes = b"", *, requested: bool = False, aborted: bool = False) -> Exit:
+    """Judge a worker's end from its wait ``status``, its ``report``, and whether the
+    arbiter had asked it to stop (``requested``) or aborted it for a timeout (``aborted``).
+    """
+    kind, reported_signal = parse_report(report)
+    code = os.waitstatus_to_exitcode(status)
+    exited = code >= 0
+    if exited and code == WORKER_BOOT_ERROR:
+        return Exit(Ending.BOOT_FAILED, status=code)
+    if exited and code == APP_LOAD_ERROR:
+        return Exit(Ending.APP_FAILED, status=code)
+    if kind == REPORT_FINISHED and (code == 0 or code == -signal.SIGTERM):
+        # finish_task() ends a worker through its own SIGTERM handler; some worker
+        # classes re-raise that signal once they have shut down.
+        return Exit(Ending.FINISHED, status=0)
+    if aborted:
+        return Exit(Ending.TIMED_OUT, signal=-code if code < 0 else None, status=code if exited else None)
+    if requested:
+        return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)
+    if not exited:
+        return Exit(Ending.KILLED, signal=-code)
+    if kind == _REPORT_SIGNAL:
+        return Exit(Ending.KILLED, signal=reported_signal, status=code)
+    if code != 0:
+        return Exit(Ending.FAILED, status=code)
+    if kind == REPORT_RECYCLED:
+        return Exit(Ending.RECYCLED, status=0)
+    return Exit(Ending.FINISHED, status=0)

@@ -1,0 +1,172 @@
+"""The worker's side: its task id, its process title, parent-death, and its end-of-life report.
+
+The arbiter marks a fork with :func:`forking`; the child then learns its task id before any
+gunicorn hook runs. As the worker ends, it writes a short report (finished, recycled, or
+stopped by a signal) at the start of its heartbeat file, which gunicorn creates for every
+worker and otherwise uses only for its timestamps; the arbiter reads it when it reaps.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import setproctitle
+
+from .exits import REPORT_FINISHED, REPORT_RECYCLED, signal_report
+
+ENV_VAR = "GUNICORN_TASK_ID"
+_REPORT_SIZE = 8
+
+_task_id: int | None = None
+_worker: Any = None  # the gunicorn worker object running in this process
+_finish_requested = False
+_stop_signal: int | None = None
+
+# Set in the arbiter for the length of one fork: what the child needs first.
+_forking_task: int | None = None
+_arbiter_pid = 0
+_saved_sigmask: set[int] = set()
+_set_pdeathsig: Callable[[], None] | None = None
+
+# gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
+# asyncio-loop ones of its ASGI worker, with the signal each stands for.
+_STOP_HANDLERS = {
+    "handle_exit": signal.SIGTERM,
+    "handle_quit": signal.SIGQUIT,
+    "handle_abort": signal.SIGABRT,
+    "handle_exit_signal": signal.SIGTERM,
+    "handle_quit_signal": signal.SIGQUIT,
+    "handle_abort_signal": signal.SIGABRT,
+}
+
+
+def task_id() -> int | None:
+    """The task id of the calling worker process; None outside a worker."""
+    return _task_id
+
+
+def finish_task() -> None:
+    """End the calling worker's task after the current request.
+
+    The worker shuts down gracefully, as on SIGTERM, exits with status 0, and the arbiter
+    does not replace it; once every task has finished, the server exits 0.
+    Raises RuntimeError outside a worker of a server with the plugin installed.
+    """
+    global _finish_requested
+    if _worker is None:
+        raise RuntimeError("finish_task() must be called inside a gunicorn_tornadofork worker")
+    _finish_requested = True
+    _write_report(_worker, REPORT_FINISHED)
+    # The worker's own SIGTERM handler is the graceful stop every worker class implements.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def enable(arbiter_pid: int) -> None:
+    """Prepare this (arbiter) process: the at-fork hook, and parent-death where Linux has it."""
+    global _arbiter_pid, _set_pdeathsig
+    _arbiter_pid = arbiter_pid
+    if _set_pdeathsig is None:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _set_pdeathsig = _pdeathsig_setter() or (lambda: None)
+
+
+@contextmanager
+def forking(task: int) -> Iterator[None]:
+    """Around the arbiter's fork of the worker for ``task``: the child takes that id, and
+    SIGCHLD waits until the parent has recorded the new pid."""
+    global _forking_task, _saved_sigmask
+    _forking_task = task
+    _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})}
+    try:
+        yield
+    finally:
+        _forking_task = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+
+
+def adopt(worker: Any, task: int) -> None:
+    """Give a new gunicorn worker object its task id and wrap its ``init_process``."""
+    worker.task_id = task
+    worker.init_process = functools.partial(_run, worker, worker.init_process)
+
+
+def read_report(worker: Any) -> bytes:
+    """The report a worker left in its heartbeat file (empty if none); arbiter side."""
+    try:
+        return os.pread(worker.tmp.fileno(), _REPORT_SIZE, 0)
+    except (OSError, ValueError):
+        return b""
+
+
+def _after_fork_in_child() -> None:
+    global _task_id, _forking_task
+    if _forking_task is None:
+        return
+    _task_id, _forking_task = _forking_task, None
+    os.environ[ENV_VAR] = str(_task_id)
+    signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+    if _set_pdeathsig is not None:
+        _set_pdeathsig()
+    if os.getppid() != _arbiter_pid:
+        os._exit(1)  # the arbiter died before parent-death was armed
+
+
+def _run(worker: Any, init_process: Callable[[], None]) -> None:
+    """The worker's ``init_process``, titled with its task id and reporting how it ended."""
+    global _worker
+    _worker = worker
+    setproctitle.setproctitle(f"{setproctitle.getproctitle()} task {worker.task_id}")
+    for name, signum in _STOP_HANDLERS.items():
+        handler = getattr(worker, name, None)
+        if callable(handler):
+            setattr(worker, name, functools.partial(_note_signal, signum, handler))
+    ending = b""
+    try:
+        init_process()
+        ending = REPORT_RECYCLED  # the worker ended its own loop: max_requests or code reload
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            ending = REPORT_FINISHED
+        raise
+    finally:
+        if _finish_requested:
+            ending = REPORT_FINISHED
+        elif _stop_signal is not None:
+            ending = signal_report(_stop_signal)
+        if ending:
+            _write_report(worker, ending)
+
+
+def _note_signal(default: int, handler: Callable[..., Any], *args: Any) -> Any:
+    global _stop_signal
+    _stop_signal = args[0] if args and isinstance(args[0], int) else default
+    return handler(*args)
+
+
+def _write_report(worker: Any, report: bytes) -> None:
+    try:
+        os.pwrite(worker.tmp.fileno(), report.ljust(_REPORT_SIZE, b"\0"), 0)
+        # Writing moves the file's mtime to wall-clock time; restore gunicorn's heartbeat.
+        worker.tmp.notify()
+    except (OSError, ValueError):
+        pass
+
+
+def _pdeathsig_setter() -> Callable[[], None] | None:
+    """A function that makes the calling process get SIGKILL when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None  # gunicorn's own check of the parent pid stays the fallback
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
