@@ -9,10 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server import Server  # noqa: E402
+from server import Server
 
 HOOKS = """
-from hooks import pre_fork, post_fork, post_worker_init, worker_int, worker_abort, worker_exit, child_exit, on_exit
+from hooks import pre_fork, post_fork, post_worker_init, worker_int, worker_abort
+from hooks import worker_exit, child_exit, on_exit
 """
 
 

@@ -6,6 +6,7 @@ marker in its environment, so cleanup finds and kills it even after a setsid (--
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -131,9 +132,7 @@ class Server:
             "loglevel = 'debug'\n"
             "graceful_timeout = 5\n"
             # gunicorn >= 24 serves a control socket at one path per user: give each its own.
-            f"control_socket = {str(directory / 'gunicorn.ctl')!r}\n"
-            + install_hook
-            + textwrap.dedent(config)
+            f"control_socket = {str(directory / 'gunicorn.ctl')!r}\n" + install_hook + textwrap.dedent(config)
         )
         self.argv = [
             sys.executable,
@@ -194,16 +193,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         # A worker may take a moment to notice its master is gone: give it that moment.
-        try:
+        with contextlib.suppress(Timeout):
             wait_for(lambda: not marked_pids(self.mark), 3, "workers to follow their master")
-        except Timeout:
-            pass
         left = marked_pids(self.mark)
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         wait_for(lambda: not marked_pids(self.mark), 10, "processes of the test to die")
         if hasattr(self, "output"):
             self.output.close()
