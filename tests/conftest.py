@@ -11,7 +11,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from server import Server
 
-HOOKS = """
+# Config lines that record every worker hook (gunicorn reads the config before --chdir).
+HOOKS = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent / "apps")!r})
 from hooks import pre_fork, post_fork, post_worker_init, worker_int, worker_abort
 from hooks import worker_exit, child_exit, on_exit
 """

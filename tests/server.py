@@ -145,7 +145,15 @@ class Server:
             *args,
             app,
         ]
-        self.env = {**os.environ, MARK: self.mark, "TF_EVENTS": str(self.events), **(env or {})}
+        self.env = {
+            **os.environ,
+            MARK: self.mark,
+            "TF_EVENTS": str(self.events),
+            # setproctitle would otherwise reuse the environ area for longer titles, and
+            # /proc/<pid>/environ (the marker, GUNICORN_TASK_ID) would read as the title.
+            "SPT_NOENV": "1",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
