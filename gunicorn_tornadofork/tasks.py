@@ -24,7 +24,7 @@ class Outcome:
     exit: Exit
     restarts: int  # counted restarts that count toward max_restarts now, this one included
     replaced: bool  # the task gets a new worker with the same id
-    give_up: bool  # a restart cap has just been exceeded
+    give_up: bool  # a restart cap is exceeded: the server stops
     task_restarts: int = 0  # this task's counted restarts that count toward max_task_restarts
     delay: float = 0.0  # seconds the replacement waits (backoff)
 
@@ -213,7 +213,8 @@ class TaskTable:
         del self._pid_of[task_id]
         self._stopping.discard(pid)
         started = self._started.pop(task_id, None)
-        if exit.ending is Ending.FINISHED:
+        if exit.ending is Ending.FINISHED and task_id in self.ids():
+            # A retired id that finishes is not done: if it comes back, it is a new task.
             self._done.add(task_id)
         give_up = False
         restarts = self.counted_restarts()
