@@ -29,6 +29,8 @@ GIVE_UP_REASON = "Too many child restarts, giving up"
 FINISHED_REASON = "All tasks finished"
 
 _POLL_SECONDS = 0.01
+# The arbiter's own stop signals: graceful (TERM) and quick (INT, QUIT) shutdown.
+_MASTER_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,21 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             state.live_gauge = live
             self.log.debug("%d tasks live", live, extra=_metric("tasks_live", live, "gauge"))
 
+    def _stop_pending(self) -> bool:
+        """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
+
+        gunicorn 23 reaps workers inside its SIGCHLD handler and runs manage_workers() before
+        it takes the next queued signal: when a stop reaches the whole process group (Ctrl-C,
+        ``systemctl stop``) the workers' ends can be reaped first. They are part of the
+        shutdown, not restarts. Later versions queue SIGCHLD behind the stop signal.
+        """
+        queue = getattr(self, "SIG_QUEUE", None)
+        return isinstance(queue, list) and any(sig in _MASTER_STOP_SIGNALS for sig in queue)
+
     def _settle(self) -> None:
         state = self._tornadofork
+        if self._stop_pending():
+            return  # the main loop stops next; the ids stay held, so nothing respawns
         while state.reaped:
             reaped = state.reaped.popleft()
             exit = classify(
