@@ -14,6 +14,7 @@ Turn it on from a gunicorn config file::
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
@@ -40,9 +41,12 @@ __all__ = [
 def install(server: Any, **options: Any) -> None:
     """Activate the plugin on ``server``, the arbiter that gunicorn's ``on_starting`` hook gets.
 
-    Accepted options: ``max_restarts`` (int >= 0, default 100). A bad option, or a call
-    anywhere but ``on_starting``, is logged as one line in gunicorn's error log; the
-    pidfile is removed and the arbiter exits with status 1 before any worker is forked.
+    Accepted options: ``max_restarts`` (int >= 0, default 100), ``restart_window``
+    (seconds or None), ``max_task_restarts`` (int >= 0 or None), ``backoff`` (seconds, default
+    0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0).
+    A bad option, or a call anywhere but ``on_starting``, is logged as one line in gunicorn's
+    error log; the pidfile is removed and the arbiter exits with status 1 before any worker
+    is forked.
     """
     try:
         parsed = Options.parse(options)
@@ -57,8 +61,13 @@ def install(server: Any, **options: Any) -> None:
     except OptionError as exc:
         _refuse(server, exc)
     _arbiter.install(server, parsed)
+    changed = [
+        f"{f.name}={getattr(parsed, f.name)!r}"
+        for f in fields(parsed)
+        if getattr(parsed, f.name) != f.default
+    ]
     server.log.info(
-        "gunicorn_tornadofork: %d tasks, max_restarts %d", server.num_workers, parsed.max_restarts
+        "gunicorn_tornadofork: %d tasks%s", server.num_workers, "".join(", " + c for c in changed)
     )
 
 

@@ -11,16 +11,17 @@ import os
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import setproctitle
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import worker as worker_side
 from .exits import STOP_SIGNALS, Ending, classify
 from .options import Options, available_cpus
-from .tasks import Outcome, TaskTable
+from .tasks import Outcome, TaskState, TaskTable
 
 #: The arbiter's exit status when it gives up after too many restarts.
 GIVE_UP_STATUS = 5
@@ -28,6 +29,8 @@ GIVE_UP_REASON = "Too many child restarts, giving up"
 FINISHED_REASON = "All tasks finished"
 
 _POLL_SECONDS = 0.01
+# The arbiter's own stop signals: graceful (TERM) and quick (INT, QUIT) shutdown.
+_MASTER_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class _State:
     reaped: deque[_Reaped] = field(default_factory=deque)
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
+    live_gauge: int | None = None  # the last live-task count sent as a metric
 
 
 class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
@@ -140,9 +144,42 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
         if len(self.WORKERS) <= self.num_workers:
             super().manage_workers()
+        self._show_state()
+
+    def _show_state(self) -> None:
+        """Arm the backoff alarm, title the master with the tasks' state, send the gauge."""
+        state = self._tornadofork
+        table = state.table
+        ready = table.next_ready()
+        if ready is not None:
+            # SIGALRM wakes the main loop when the earliest backoff ends.
+            signal.setitimer(signal.ITIMER_REAL, max(ready - table.clock(), _POLL_SECONDS))
+        live = len(table.running())
+        title = (
+            f"gunicorn: master [{self.proc_name}] tasks {live}/{table.size} "
+            f"restarts {table.counted_restarts()}/{state.options.max_restarts}"
+        )
+        if setproctitle.getproctitle() != title:
+            setproctitle.setproctitle(title)
+        if state.live_gauge != live:
+            state.live_gauge = live
+            self.log.debug("%d tasks live", live, extra=_metric("tasks_live", live, "gauge"))
+
+    def _stop_pending(self) -> bool:
+        """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
+
+        gunicorn 23 reaps workers inside its SIGCHLD handler and runs manage_workers() before
+        it takes the next queued signal: when a stop reaches the whole process group (Ctrl-C,
+        ``systemctl stop``) the workers' ends can be reaped first. They are part of the
+        shutdown, not restarts. Later versions queue SIGCHLD behind the stop signal.
+        """
+        queue = getattr(self, "SIG_QUEUE", None)
+        return isinstance(queue, list) and any(sig in _MASTER_STOP_SIGNALS for sig in queue)
 
     def _settle(self) -> None:
         state = self._tornadofork
+        if self._stop_pending():
+            return  # the main loop stops next; the ids stay held, so nothing respawns
         while state.reaped:
             reaped = state.reaped.popleft()
             exit = classify(
@@ -168,17 +205,58 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if ending is Ending.APP_FAILED:
             self.log.error("%s", what)
             raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
+        options = self._tornadofork.options
+        if ending.counted:
+            self.log.debug("restart counted", extra=_metric("restarts", 1, "counter"))
         if outcome.give_up:
-            self.log.error(
-                "%s; %s (%d restarts > max_restarts %d)", what, GIVE_UP_REASON, outcome.restarts, cap
-            )
+            if outcome.restarts > cap:
+                why = f"{outcome.restarts} restarts > max_restarts {cap}"
+            else:
+                why = (
+                    f"task {outcome.task_id}: {outcome.task_restarts} restarts "
+                    f"> max_task_restarts {options.max_task_restarts}"
+                )
+            self.log.debug("gave up", extra=_metric("gave_up", 1, "counter"))
+            self.log.error("%s; %s (%s)", what, GIVE_UP_REASON, why)
             raise HaltServer(GIVE_UP_REASON, GIVE_UP_STATUS)
         if ending.counted:
-            self.log.warning("%s, restarting (%d of max_restarts %d)", what, outcome.restarts, cap)
+            wait = f" in {outcome.delay:g}s" if outcome.delay else ""
+            self.log.warning("%s, restarting%s (%d of max_restarts %d)", what, wait, outcome.restarts, cap)
         elif ending is Ending.STOPPED:
             self.log.debug("%s", what)
+        elif ending is Ending.FINISHED:
+            self.log.info("%s", what, extra=_metric("finished", 1, "counter"))
         else:
             self.log.info("%s%s", what, ", replacing it" if outcome.replaced else "")
+
+    # -- observability ----------------------------------------------------------------
+
+    def init_signals(self) -> None:
+        """gunicorn's signal handlers, plus SIGALRM to end a backoff when one is set."""
+        super().init_signals()
+        if self._tornadofork.options.backoff:
+            signal.signal(signal.SIGALRM, lambda signum, frame: self.wakeup())
+
+    def handle_usr1(self) -> None:
+        """gunicorn's USR1 (reopen logs, signal workers), then one log line per task."""
+        super().handle_usr1()
+        for task in self._tornadofork.table.states():
+            self.log.info("%s", describe_task(task))
+
+    def _start_control_server(self) -> None:
+        """gunicorn's control socket, whose ``show workers`` also lists the tasks."""
+        super()._start_control_server()
+        server = getattr(self, "_control_server", None)
+        handlers = getattr(server, "handlers", None)
+        show_workers = getattr(handlers, "show_workers", None)
+        if handlers is not None and show_workers is not None:
+            handlers.show_workers = lambda: self._with_tasks(show_workers())
+
+    def _with_tasks(self, listing: dict[str, Any]) -> dict[str, Any]:
+        for entry in listing.get("workers", []):
+            entry["task_id"] = getattr(self.WORKERS.get(entry.get("pid")), "task_id", None)
+        listing["tasks"] = [asdict(task) for task in self._tornadofork.table.states()]
+        return listing
 
     # -- reload -----------------------------------------------------------------------
 
@@ -229,11 +307,36 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             time.sleep(_POLL_SECONDS)
 
 
+def describe_task(task: TaskState) -> str:
+    """One line for a task: ``task 2: pid 4711, up 12.0s, 1 restart``."""
+    if task.done:
+        return f"task {task.task_id}: finished"
+    if task.pid is None:
+        waiting = f", backoff {task.waiting:.1f}s left" if task.waiting else ""
+        return f"task {task.task_id}: no worker{waiting}, {task.restarts} restarts"
+    up = f", up {task.uptime:.1f}s" if task.uptime is not None else ""
+    return f"task {task.task_id}: pid {task.pid}{up}, {task.restarts} restarts"
+
+
+def _metric(name: str, value: int, mtype: str) -> dict[str, Any]:
+    """The ``extra`` that gunicorn's statsd logger turns into a metric."""
+    return {"metric": f"gunicorn.tornadofork.{name}", "value": value, "mtype": mtype}
+
+
 def install(server: Any, options: Options) -> None:
     """Lay :class:`TornadoForkArbiter` over ``server``'s class and start its task table."""
     if server.num_workers <= 0:
         server.num_workers = available_cpus()
     cls = type(server)
     server.__class__ = type(f"TornadoFork{cls.__name__}", (TornadoForkArbiter, cls), {})
-    server._tornadofork = _State(options, TaskTable(server.num_workers, options.max_restarts))
+    table = TaskTable(
+        server.num_workers,
+        options.max_restarts,
+        offset=options.task_id_offset,
+        restart_window=options.restart_window,
+        max_task_restarts=options.max_task_restarts,
+        backoff=options.backoff,
+        backoff_max=options.backoff_max,
+    )
+    server._tornadofork = _State(options, table)
     worker_side.enable(os.getpid())

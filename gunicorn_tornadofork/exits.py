@@ -101,12 +101,12 @@ def classify(status: int, report: bytes = b"", *, requested: bool = False, abort
         return Exit(Ending.BOOT_FAILED, status=code)
     if exited and code == APP_LOAD_ERROR:
         return Exit(Ending.APP_FAILED, status=code)
+    if aborted:
+        return Exit(Ending.TIMED_OUT, signal=-code if code < 0 else None, status=code if exited else None)
     if kind == REPORT_FINISHED and (code == 0 or code == -signal.SIGTERM):
         # finish_task() ends a worker through its own SIGTERM handler; some worker
         # classes re-raise that signal once they have shut down.
         return Exit(Ending.FINISHED, status=0)
-    if aborted:
-        return Exit(Ending.TIMED_OUT, signal=-code if code < 0 else None, status=code if exited else None)
     if requested:
         return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)
     if not exited:

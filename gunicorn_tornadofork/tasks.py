@@ -1,12 +1,15 @@
-"""The task table: which task ids exist, which worker holds each, and the restart count.
+"""The task table: which task ids exist, which worker holds each, and the restart accounting.
 
 Pure bookkeeping, no processes: the arbiter tells it what happened (spawned, signalled,
-exited, resized) and asks it what to do next (which id to start, which pids to retire).
+exited, resized) and asks it what to do next (which id to start, which pids to retire, when
+a task's backoff ends). Time comes from an injected clock, so tests can drive it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .exits import Ending, Exit
@@ -19,30 +22,73 @@ class Outcome:
     task_id: int
     pid: int
     exit: Exit
-    restarts: int  # counted restarts so far, this one included
+    restarts: int  # counted restarts that count toward max_restarts now, this one included
     replaced: bool  # the task gets a new worker with the same id
-    give_up: bool  # the restart count has just exceeded max_restarts
+    give_up: bool  # a restart cap is exceeded: the server stops
+    task_restarts: int = 0  # this task's counted restarts that count toward max_task_restarts
+    delay: float = 0.0  # seconds the replacement waits (backoff)
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task as the control socket and the USR1 log line show it."""
+
+    task_id: int
+    pid: int | None
+    restarts: int
+    uptime: float | None
+    done: bool
+    waiting: float | None  # seconds left of its backoff
 
 
 class TaskTable:
-    """Task ids ``0 .. size-1``, the live worker of each, finished ids and counted restarts.
+    """Task ids ``offset .. offset+size-1``, the live worker of each, finished ids and counted
+    restarts.
 
     A task id is *held* from the moment its worker is spawned until that worker is reaped,
-    so no two live workers ever share an id.
+    so no two live workers ever share an id. Counted restarts older than ``restart_window``
+    seconds (when set) stop counting; a task that fails restarts after ``backoff`` seconds,
+    doubled on each consecutive failure up to ``backoff_max``.
     """
 
-    def __init__(self, size: int, max_restarts: int) -> None:
-        if size < 0 or max_restarts < 0:
-            raise ValueError("size and max_restarts must be >= 0")
+    def __init__(
+        self,
+        size: int,
+        max_restarts: int,
+        *,
+        offset: int = 0,
+        restart_window: float | None = None,
+        max_task_restarts: int | None = None,
+        backoff: float = 0.0,
+        backoff_max: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if size < 0 or max_restarts < 0 or offset < 0:
+            raise ValueError("size, max_restarts and offset must be >= 0")
         self.size = size
+        self.offset = offset
         self.max_restarts = max_restarts
-        self.restarts = 0
+        self.restart_window = restart_window
+        self.max_task_restarts = max_task_restarts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.clock = clock
+        self.restarts = 0  # every counted restart since start
+        self._recent: deque[float] = deque()  # times of counted restarts (within the window)
+        self._task_recent: dict[int, deque[float]] = {}
+        self._streak: dict[int, int] = {}  # consecutive counted failures of a task
+        self._ready_at: dict[int, float] = {}  # task id -> end of its backoff
+        self._started: dict[int, float] = {}  # task id -> spawn time of its live worker
         self._pid_of: dict[int, int] = {}  # task id -> pid of its live worker
         self._task_of: dict[int, int] = {}  # pid -> task id
         self._stopping: set[int] = set()  # pids the arbiter asked to stop
         self._done: set[int] = set()  # task ids that finished
 
     # -- queries --------------------------------------------------------------------
+
+    def ids(self) -> range:
+        """The task ids in range."""
+        return range(self.offset, self.offset + self.size)
 
     def task_of(self, pid: int) -> int | None:
         """The task id held by the worker ``pid``, or None."""
@@ -65,26 +111,69 @@ class TaskTable:
         return frozenset(self._done)
 
     def pending(self) -> Iterator[int]:
-        """The ids, lowest first, that need a worker: in range, not done, not held."""
-        for task_id in range(self.size):
-            if task_id not in self._pid_of and task_id not in self._done:
-                yield task_id
+        """The ids, lowest first, that need a worker now: in range, not done, not held, not
+        waiting out a backoff."""
+        now = self.clock() if self._ready_at else 0.0
+        for task_id in self.ids():
+            if task_id in self._pid_of or task_id in self._done:
+                continue
+            if self._ready_at.get(task_id, now) > now:
+                continue
+            yield task_id
 
     def next_pending(self) -> int | None:
-        """The lowest id that needs a worker, or None."""
+        """The lowest id that needs a worker now, or None."""
         return next(self.pending(), None)
+
+    def next_ready(self) -> float | None:
+        """When the earliest backoff of a task still waiting ends (clock time), or None."""
+        waiting = [
+            at
+            for task_id, at in self._ready_at.items()
+            if task_id in self.ids() and task_id not in self._pid_of and task_id not in self._done
+        ]
+        return min(waiting, default=None)
 
     def running(self) -> list[int]:
         """The ids, lowest first, whose worker is live and not asked to stop."""
         return sorted(
             task_id
             for task_id, pid in self._pid_of.items()
-            if task_id < self.size and pid not in self._stopping
+            if task_id in self.ids() and pid not in self._stopping
         )
 
     def all_done(self) -> bool:
         """Whether there is at least one task, every task finished and no worker is left."""
-        return self.size > 0 and not self._pid_of and all(t in self._done for t in range(self.size))
+        return self.size > 0 and not self._pid_of and all(t in self._done for t in self.ids())
+
+    def counted_restarts(self) -> int:
+        """The counted restarts that count toward ``max_restarts`` now."""
+        if self.restart_window is None:
+            return self.restarts
+        self._expire(self._recent, self.clock())
+        return len(self._recent)
+
+    def states(self) -> list[TaskState]:
+        """The state of every task in range, lowest id first."""
+        now = self.clock()
+        result = []
+        for task_id in self.ids():
+            pid = self._pid_of.get(task_id)
+            recent = self._task_recent.get(task_id, deque())
+            self._expire(recent, now)
+            started = self._started.get(task_id)
+            ready = self._ready_at.get(task_id)
+            result.append(
+                TaskState(
+                    task_id,
+                    pid,
+                    len(recent),
+                    None if pid is None or started is None else now - started,
+                    task_id in self._done,
+                    None if pid is not None or ready is None or ready <= now else ready - now,
+                )
+            )
+        return result
 
     # -- events ---------------------------------------------------------------------
 
@@ -95,9 +184,11 @@ class TaskTable:
             raise ValueError("size must be >= 0")
         self.size = size
         # A retired id that comes back later (scale down, then up) is a new task.
-        self._done = {t for t in self._done if t < size}
+        self._done = {t for t in self._done if t in self.ids()}
         return sorted(
-            pid for task_id, pid in self._pid_of.items() if task_id >= size and pid not in self._stopping
+            pid
+            for task_id, pid in self._pid_of.items()
+            if task_id not in self.ids() and pid not in self._stopping
         )
 
     def spawned(self, task_id: int, pid: int) -> None:
@@ -106,6 +197,8 @@ class TaskTable:
             raise ValueError(f"task {task_id} is already held by pid {self._pid_of[task_id]}")
         self._pid_of[task_id] = pid
         self._task_of[pid] = task_id
+        self._ready_at.pop(task_id, None)
+        self._started[task_id] = self.clock()
 
     def stop_requested(self, pid: int) -> None:
         """Record that the arbiter asked the worker ``pid`` to stop."""
@@ -119,11 +212,47 @@ class TaskTable:
             return None
         del self._pid_of[task_id]
         self._stopping.discard(pid)
-        if exit.ending is Ending.FINISHED:
+        started = self._started.pop(task_id, None)
+        if exit.ending is Ending.FINISHED and task_id in self.ids():
+            # A retired id that finishes is not done: if it comes back, it is a new task.
             self._done.add(task_id)
         give_up = False
+        restarts = self.counted_restarts()
+        task_restarts = 0
+        delay = 0.0
         if exit.ending.counted:
+            now = self.clock()
             self.restarts += 1
-            give_up = self.restarts > self.max_restarts
-        replaced = not give_up and not exit.ending.halts and task_id < self.size and task_id not in self._done
-        return Outcome(task_id, pid, exit, self.restarts, replaced, give_up)
+            self._recent.append(now)
+            recent = self._task_recent.setdefault(task_id, deque())
+            recent.append(now)
+            restarts = self.counted_restarts()
+            self._expire(recent, now)
+            task_restarts = len(recent)
+            give_up = restarts > self.max_restarts or (
+                self.max_task_restarts is not None and task_restarts > self.max_task_restarts
+            )
+            delay = self._backoff(task_id, now, started)
+        replaced = (
+            not give_up and not exit.ending.halts and task_id in self.ids() and task_id not in self._done
+        )
+        if replaced and delay:
+            self._ready_at[task_id] = self.clock() + delay
+        return Outcome(task_id, pid, exit, restarts, replaced, give_up, task_restarts, delay)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        if self.restart_window is None:
+            return
+        while times and times[0] <= now - self.restart_window:
+            times.popleft()
+
+    def _backoff(self, task_id: int, now: float, started: float | None) -> float:
+        if not self.backoff:
+            return 0.0
+        if started is not None and now - started >= self.backoff_max:
+            self._streak[task_id] = 0  # it stayed up long enough: start again from `backoff`
+        streak = self._streak.get(task_id, 0) + 1
+        self._streak[task_id] = streak
+        return float(min(self.backoff * 2 ** min(streak - 1, 64), self.backoff_max))

@@ -1,0 +1,482 @@
+"""Long random histories of a server's workers, checked step by step against the contract.
+
+A model of the arbiter drives the pure core (``TaskTable`` and ``classify``) through spawns,
+crashes, kills, recycles, timeouts, finishes, stop requests, scaling and reloads, and after
+every step checks the invariants: ids stay in range (or are being retired), no id has two
+holders, a finished task is never pending, the restart count is the number of counted ends,
+and the server gives up exactly when that count first exceeds ``max_restarts``.
+
+Each event of a history is one drawn integer that the model decodes (what happens, to which
+worker, with which status and report): one draw per step keeps thousands of histories within
+a few seconds. A failing history is shown decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from gunicorn_tornadofork.exits import (
+    APP_LOAD_ERROR,
+    REPORT_FINISHED,
+    REPORT_RECYCLED,
+    WORKER_BOOT_ERROR,
+    Ending,
+    Exit,
+    classify,
+    signal_name,
+    signal_report,
+)
+from gunicorn_tornadofork.tasks import TaskTable
+
+REPORT_SIZE = 8
+
+# -- strategies -------------------------------------------------------------------------
+
+# Every wait status a reaped child can have: an exit code, or a signal (with or without a
+# core dump).
+SIGNALS = sorted(int(s) for s in signal.valid_signals() if 0 < s < 0x7F)
+STATUSES = [code << 8 for code in range(256)] + [s | core for s in SIGNALS for core in (0, 0x80)]
+# The ends a worker can have on its own that count: a crash status or a signal.
+CRASHES = [s for s in STATUSES if os.waitstatus_to_exitcode(s) not in (0, WORKER_BOOT_ERROR, APP_LOAD_ERROR)]
+BARE_REPORTS = [
+    b"",
+    REPORT_FINISHED,
+    REPORT_RECYCLED,
+    *(signal_report(s) for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGTERM, 64)),
+    b"S",
+    b"Sx",
+    b"FR",
+    b"F junk",
+    b"\xff" * REPORT_SIZE,
+]
+
+
+def padded(report: bytes) -> bytes:
+    """A report as a worker writes it: NUL-padded to its slot."""
+    return report.ljust(REPORT_SIZE, b"\0")
+
+
+REPORTS = BARE_REPORTS + [padded(r) for r in BARE_REPORTS if len(r) < REPORT_SIZE]
+STOP_STATUSES = [0, 1 << 8, signal.SIGTERM, signal.SIGKILL]
+ABORT_STATUSES = [0, 1 << 8, signal.SIGKILL, signal.SIGABRT | 0x80]
+MAX_TASKS = 8
+
+# -- classify on its own --------------------------------------------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    status=st.sampled_from(STATUSES),
+    report=st.one_of(st.sampled_from(REPORTS), st.binary(max_size=REPORT_SIZE)),
+    requested=st.booleans(),
+    aborted=st.booleans(),
+)
+def test_classify_follows_the_exit_table(status: int, report: bytes, requested: bool, aborted: bool) -> None:
+    """For any wait status, report and arbiter knowledge, classify() picks the row of the
+    exit table that the contract gives, in its order of precedence."""
+    code = os.waitstatus_to_exitcode(status)
+    result = classify(status, report, requested=requested, aborted=aborted)
+    text = result.describe()
+    assert text
+    assert "\n" not in text
+    bare = report.rstrip(b"\0")
+    finished_report = bare == REPORT_FINISHED
+    signal_reported = int(bare[1:]) if bare[:1] == b"S" and bare[1:].isdigit() else None
+    if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR):
+        assert result.ending.halts
+        assert result.status == code
+        return
+    assert not result.ending.halts
+    if aborted:
+        assert result.ending is Ending.TIMED_OUT
+    elif finished_report and code in (0, -signal.SIGTERM):
+        assert result == Exit(Ending.FINISHED, status=0)
+    elif requested:
+        assert result.ending is Ending.STOPPED
+    elif code < 0:
+        assert result == Exit(Ending.KILLED, signal=-code)
+        assert signal_name(-code) in text
+    elif signal_reported is not None:
+        assert result == Exit(Ending.KILLED, signal=signal_reported, status=code)
+    elif code > 0:
+        assert result == Exit(Ending.FAILED, status=code)
+        assert str(code) in text
+    elif bare == REPORT_RECYCLED:
+        assert result == Exit(Ending.RECYCLED, status=0)
+    else:
+        assert result == Exit(Ending.FINISHED, status=0)
+    # a stop or a timeout keeps the signal or status that ended the worker
+    if result.ending in (Ending.STOPPED, Ending.TIMED_OUT):
+        assert (result.signal, result.status) == ((-code, None) if code < 0 else (None, code))
+    # a worker that the arbiter did not ask to stop, and that neither exited 0 nor finished,
+    # always counts
+    if aborted or (not requested and code != 0 and not (finished_report and code == -signal.SIGTERM)):
+        assert result.ending.counted
+
+
+# -- histories of a server ------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Digits:
+    """Decodes one drawn integer into the choices of an event, digit by digit."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def below(self, n: int) -> int:
+        self.value, digit = divmod(self.value, n)
+        return digit
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.below(len(options))]
+
+
+class Arbiter:
+    """An arbiter's view of its workers, kept in plain dicts and sets next to the table.
+
+    When a server gives up, halts or finishes every task, the history goes on with a new
+    server of the size and cap the history started with.
+    """
+
+    def __init__(self, size: int, cap: int) -> None:
+        self.first_size = size
+        self.next_pid = 1000
+        self.servers = 0
+        self.start_server(size, cap)
+
+    def start_server(self, size: int, cap: int) -> None:
+        self.servers += 1
+        self.table = TaskTable(size, cap)
+        self.size = size
+        self.cap = cap
+        self.holder: dict[int, int] = {}  # pid -> task id
+        self.stopping: set[int] = set()
+        self.aborted: set[int] = set()
+        self.done: set[int] = set()  # finished ids still in range
+        self.restarts = 0
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def new_pid(self) -> int:
+        self.next_pid += 1
+        return self.next_pid
+
+    def free_pids(self) -> list[int]:
+        """Live workers the arbiter neither asked to stop nor aborted."""
+        return [p for p in self.holder if p not in self.stopping and p not in self.aborted]
+
+    def model_pending(self) -> list[int]:
+        held = set(self.holder.values())
+        return [t for t in range(self.size) if t not in held and t not in self.done]
+
+    def spawn(self) -> None:
+        task = self.table.next_pending()
+        assert task is not None
+        assert task == self.model_pending()[0], "ids are handed out lowest first"
+        pid = self.new_pid()
+        self.table.spawned(task, pid)
+        self.holder[pid] = task
+
+    def spawn_all(self) -> None:
+        while self.table.next_pending() is not None:
+            self.spawn()
+        assert not self.model_pending()
+
+    def end(self, pid: int, status: int, report: bytes) -> tuple[Exit, bool]:
+        """Reap ``pid``: classify its end from what the arbiter knows, record it and check
+        the outcome; returns the end and whether the server is over."""
+        exit = classify(status, report, requested=pid in self.stopping, aborted=pid in self.aborted)
+        task = self.holder.pop(pid)
+        self.stopping.discard(pid)
+        self.aborted.discard(pid)
+        outcome = self.table.exited(pid, exit)
+        assert outcome is not None
+        assert (outcome.task_id, outcome.pid, outcome.exit) == (task, pid, exit)
+        if exit.ending is Ending.FINISHED and task < self.size:
+            self.done.add(task)
+        if exit.ending.counted:
+            self.restarts += 1
+        assert outcome.restarts == self.restarts == self.table.restarts
+        assert outcome.give_up == (exit.ending.counted and self.restarts > self.cap)
+        if outcome.give_up:
+            assert self.restarts == self.cap + 1, "gives up when the count first exceeds the cap"
+        expect_replaced = (
+            not outcome.give_up and not exit.ending.halts and task < self.size and task not in self.done
+        )
+        assert outcome.replaced == expect_replaced
+        if not outcome.give_up and not exit.ending.halts:
+            assert (task in self.table.pending()) == expect_replaced
+        over = outcome.give_up or exit.ending.halts or self.table.all_done()
+        self.check(over)
+        if over:
+            self.start_server(self.first_size, self.cap)
+        return exit, over
+
+    def stop(self, pid: int) -> None:
+        """The arbiter sends ``pid`` a stop signal (TERM, QUIT, INT or KILL)."""
+        self.table.stop_requested(pid)
+        self.stopping.add(pid)
+
+    # -- events: each returns a description of what happened, for a failing history -----
+
+    def spawn_one(self, d: Digits) -> str:
+        """The arbiter starts a worker for the lowest pending id, if any."""
+        if self.table.next_pending() is None:
+            return "spawn_one: nothing pending"
+        self.spawn()
+        return f"spawn_one: task {self.holder[self.next_pid]} pid {self.next_pid}"
+
+    def spawn_workers(self, d: Digits) -> str:
+        """The arbiter starts a worker for every pending id."""
+        self.spawn_all()
+        return f"spawn_workers: live {self.table.live()}"
+
+    def second_holder(self, d: Digits) -> str:
+        """Spawning a worker for an id that is held fails and changes nothing."""
+        if not self.holder:
+            return "second_holder: no worker"
+        task = d.choice(sorted(self.holder.values()))
+        before = self.table.live()
+        pid = self.new_pid()
+        try:
+            self.table.spawned(task, pid)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"task {task} got a second holder")
+        assert self.table.live() == before
+        assert self.table.task_of(pid) is None
+        return f"second_holder: task {task} refused"
+
+    def any_end(self, d: Digits) -> str:
+        """Any worker ends in any way."""
+        if not self.holder:
+            return "any_end: no worker"
+        pid, status, report = d.choice(sorted(self.holder)), d.choice(STATUSES), d.choice(REPORTS)
+        exit, _ = self.end(pid, status, report)
+        return f"any_end: pid {pid} status {status:#x} report {report!r} -> {exit.ending.name}"
+
+    def crash(self, d: Digits) -> str:
+        """A worker crashes or is killed: counted, replaced unless the server gives up."""
+        pids = self.free_pids()
+        if not pids:
+            return "crash: no free worker"
+        pid, status = d.choice(sorted(pids)), d.choice(CRASHES)
+        exit, _ = self.end(pid, status, b"")
+        assert exit.ending.counted
+        return f"crash: pid {pid} status {status:#x} -> {exit.ending.name}"
+
+    def stranger_signal(self, d: Digits) -> str:
+        """A worker stopped by a signal the arbiter did not send: counted."""
+        pids = self.free_pids()
+        if not pids:
+            return "stranger_signal: no free worker"
+        pid, signum = d.choice(sorted(pids)), d.choice([signal.SIGTERM, signal.SIGQUIT, signal.SIGINT])
+        exit, _ = self.end(pid, 0, signal_report(signum))
+        assert exit == Exit(Ending.KILLED, signal=signum, status=0)
+        return f"stranger_signal: pid {pid} {signum!r}"
+
+    def recycle(self, d: Digits) -> str:
+        """max_requests or a code reload: replaced, not counted."""
+        pids = self.free_pids()
+        if not pids:
+            return "recycle: no free worker"
+        pid, report = d.choice(sorted(pids)), d.choice([REPORT_RECYCLED, padded(REPORT_RECYCLED)])
+        exit, _ = self.end(pid, 0, report)
+        assert exit.ending is Ending.RECYCLED
+        return f"recycle: pid {pid}"
+
+    def finish(self, d: Digits) -> str:
+        """A worker finishes its task (possibly while being stopped or retired; an aborted
+        worker's end is a timeout whatever it reports)."""
+        pids = [p for p in self.holder if p not in self.aborted]
+        if not pids:
+            return "finish: no worker"
+        pid, status = d.choice(sorted(pids)), d.choice([0, signal.SIGTERM])
+        task = self.holder[pid]
+        exit, over = self.end(pid, status, padded(REPORT_FINISHED))
+        assert exit.ending is Ending.FINISHED
+        assert over or task not in self.table.pending()
+        return f"finish: pid {pid} task {task} status {status:#x}"
+
+    def request_stop(self, d: Digits) -> str:
+        """The arbiter sends a stop signal to a worker."""
+        if not self.holder:
+            return "request_stop: no worker"
+        pid = d.choice(sorted(self.holder))
+        self.stop(pid)
+        return f"request_stop: pid {pid}"
+
+    def stopped(self, d: Digits) -> str:
+        """A worker the arbiter asked to stop exits: not counted, unless it had timed out."""
+        if not self.stopping:
+            return "stopped: no stopping worker"
+        pid, status = d.choice(sorted(self.stopping)), d.choice(STOP_STATUSES)
+        exit, _ = self.end(pid, status, b"")
+        assert exit.ending in (Ending.STOPPED, Ending.TIMED_OUT)
+        assert exit.ending.counted == (exit.ending is Ending.TIMED_OUT)
+        return f"stopped: pid {pid} status {status:#x} -> {exit.ending.name}"
+
+    def time_out(self, d: Digits) -> str:
+        """The arbiter aborts a worker that missed its heartbeat, and maybe SIGKILLs it later."""
+        pids = self.free_pids()
+        if not pids:
+            return "time_out: no free worker"
+        pid, then_kill = d.choice(sorted(pids)), d.choice([False, True])
+        self.aborted.add(pid)
+        if then_kill:
+            self.stop(pid)
+        return f"time_out: pid {pid}" + (" then SIGKILL" if then_kill else "")
+
+    def timed_out(self, d: Digits) -> str:
+        """An aborted worker ends, whatever its status: counted as a timeout."""
+        if not self.aborted:
+            return "timed_out: no aborted worker"
+        pid = d.choice(sorted(self.aborted))
+        status, report = d.choice(ABORT_STATUSES), d.choice([b"", signal_report(signal.SIGABRT)])
+        exit, _ = self.end(pid, status, report)
+        assert exit.ending is Ending.TIMED_OUT
+        return f"timed_out: pid {pid} status {status:#x} -> {exit.ending.name}"
+
+    def scale(self, d: Digits) -> str:
+        """TTIN/TTOU: the table says which workers to retire; the arbiter stops them."""
+        size = d.below(MAX_TASKS)
+        expected = sorted(p for p, t in self.holder.items() if t >= size and p not in self.stopping)
+        retire = self.table.resize(size)
+        assert retire == expected
+        self.size = size
+        self.done = {t for t in self.done if t < size}
+        for pid in retire:
+            self.stop(pid)
+        assert not any(t >= size for t in self.table.running())
+        self.check(over=False)
+        return f"scale: size {size}, retiring {retire}"
+
+    def reload(self, d: Digits) -> str:
+        """HUP: every running worker is stopped and replaced by one with the same id, a
+        quarter at a time, each old worker reaped before its successor is spawned."""
+        running = self.table.running()
+        old = {t: self.holder_of(t) for t in running}
+        step = max(1, -(-len(running) // 4))
+        for start in range(0, len(running), step):
+            batch = [old[t] for t in running[start : start + step]]
+            for pid in batch:
+                self.stop(pid)
+            for pid in batch:
+                status = d.choice(STOP_STATUSES)
+                report = d.choice([b"", REPORT_RECYCLED, signal_report(signal.SIGTERM)])
+                _, over = self.end(pid, status, report)
+                if over:
+                    return f"reload: server over at pid {pid}"
+            self.spawn_all()
+        self.spawn_all()
+        for task in running:
+            assert self.table.pid_of(task) not in (None, old[task]), f"task {task} was not replaced"
+        return f"reload: replaced {old} with {self.table.live()}"
+
+    def unknown_child(self, d: Digits) -> str:
+        """A child the table never saw is reaped: nothing changes."""
+        pid = self.new_pid()
+        before = (self.table.live(), self.table.restarts)
+        assert self.table.exited(pid, classify(d.choice(STATUSES), d.choice(REPORTS))) is None
+        assert (self.table.live(), self.table.restarts) == before
+        return f"unknown_child: pid {pid}"
+
+    def holder_of(self, task: int) -> int:
+        pid = self.table.pid_of(task)
+        assert pid is not None
+        return pid
+
+    # -- the invariants -------------------------------------------------------------------
+
+    def check(self, over: bool = False) -> None:
+        """The table agrees with the model and the contract's invariants hold."""
+        table = self.table
+        live = table.live()
+        # no id has two holders, and the table knows who holds what
+        tasks = list(self.holder.values())
+        assert len(tasks) == len(set(tasks)), "a task id has two holders"
+        assert live == {t: p for p, t in self.holder.items()}
+        for pid, task in self.holder.items():
+            assert table.task_of(pid) == task
+            assert table.is_stopping(pid) == (pid in self.stopping)
+        # ids are in range, or their worker is being retired
+        for task, pid in live.items():
+            assert task < self.size or table.is_stopping(pid), f"task {task} out of range"
+        # pending: in range, not held, not finished, lowest first
+        pending = list(table.pending())
+        assert pending == self.model_pending()
+        assert table.next_pending() == (pending[0] if pending else None)
+        assert table.running() == sorted(
+            t for p, t in self.holder.items() if t < self.size and p not in self.stopping
+        )
+        # a finished task is never pending; a retired id is forgotten
+        done = {t for t in table.done() if t < self.size}
+        assert done == self.done
+        assert not done & set(pending)
+        # the restart count is the number of counted ends, and has not passed the cap
+        assert table.restarts == self.restarts
+        assert over or self.restarts <= self.cap
+        # every task finished and no worker left (the server would exit 0 right away)
+        expected = self.size > 0 and not self.holder and self.done == set(range(self.size))
+        assert table.all_done() == expected
+
+
+EVENTS: list[Callable[[Arbiter, Digits], str]] = [
+    Arbiter.spawn_one,
+    Arbiter.spawn_workers,
+    Arbiter.second_holder,
+    Arbiter.any_end,
+    Arbiter.crash,
+    Arbiter.stranger_signal,
+    Arbiter.recycle,
+    Arbiter.finish,
+    Arbiter.request_stop,
+    Arbiter.stopped,
+    Arbiter.time_out,
+    Arbiter.timed_out,
+    Arbiter.scale,
+    Arbiter.reload,
+    Arbiter.unknown_child,
+]
+
+
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    size=st.integers(min_value=0, max_value=MAX_TASKS - 1),
+    cap=st.one_of(st.integers(min_value=0, max_value=4), st.integers(min_value=5, max_value=40)),
+    events=st.lists(st.integers(min_value=0, max_value=2**24 - 1), min_size=20, max_size=100),
+)
+def test_histories_keep_the_invariants(size: int, cap: int, events: list[int]) -> None:
+    """Through any history of spawns, ends of every kind, stop requests, timeouts, scaling
+    and reloads, the table agrees with the model after every step: ids in range or retiring,
+    one holder per id, finished tasks never pending, the restart count equal to the counted
+    ends, and give-up exactly when that count first exceeds the cap (then a new server)."""
+    arbiter = Arbiter(size, cap)
+    history: list[str] = [f"server: size {size}, max_restarts {cap}"]
+    try:
+        for value in events:
+            # 0, where shrinking takes unneeded events, does nothing
+            if value:
+                event = EVENTS[(value - 1) % len(EVENTS)]
+                history.append(f"{event.__name__}: failed here")
+                servers = arbiter.servers
+                history[-1] = event(arbiter, Digits((value - 1) // len(EVENTS)))
+                if arbiter.servers != servers:
+                    history.append("server over (gave up, halted or all done): a new one starts")
+                arbiter.check()
+    except AssertionError:
+        note("\n".join(history))
+        raise
