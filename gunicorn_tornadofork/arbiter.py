@@ -277,7 +277,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
 
     def _replace_all(self) -> None:
         """Replace every running task's worker with a new one of the same id, a quarter of
-        the tasks at a time, each old worker stopped before its successor starts."""
+        the tasks at a time, each old worker reaped before its successor starts."""
         table = self._tornadofork.table
         self._settle()
         for pid in table.resize(self.num_workers):
@@ -288,22 +288,25 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             batch = [pid for pid in old[start : start + step] if pid in self.WORKERS]
             for pid in batch:
                 self.kill_worker(pid, signal.SIGTERM)
-            self._await_exit(batch)
-            self._settle()
-            self.spawn_workers()
+            self._replace_batch(batch)
         self.spawn_workers()
 
-    def _await_exit(self, pids: list[int]) -> None:
-        """Wait for these workers to be reaped: ``graceful_timeout``, then SIGKILL."""
+    def _replace_batch(self, pids: list[int]) -> None:
+        """Start each task's successor as soon as its old worker is reaped; an old worker
+        still running after ``graceful_timeout`` gets SIGKILL."""
         grace = time.monotonic() + self.cfg.graceful_timeout
         killed = False
-        while any(pid in self.WORKERS for pid in pids):
+        while True:
+            self.reap_workers()
+            self._settle()
+            self.spawn_workers()
+            left = [pid for pid in pids if pid in self.WORKERS]
+            if not left:
+                return
             if not killed and time.monotonic() >= grace:
                 killed = True
-                for pid in pids:
-                    if pid in self.WORKERS:
-                        self.kill_worker(pid, signal.SIGKILL)
-            self.reap_workers()
+                for pid in left:
+                    self.kill_worker(pid, signal.SIGKILL)
             time.sleep(_POLL_SECONDS)
 
 

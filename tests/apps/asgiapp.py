@@ -53,3 +53,12 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def failing_startup(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """An app whose lifespan startup fails, as when its database cannot be reached."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        return
+    await app(scope, receive, send)
