@@ -104,12 +104,20 @@ def read_report(worker: Any) -> bytes:
         return b""
 
 
+# Arbiter handlers a new worker would keep until its class installs its own: there, a stop
+# would be queued for an arbiter loop that never runs in the worker, and SIGCHLD would reap
+# the worker's own children (gunicorn resets these to the defaults too, a little later).
+_RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+
+
 def _after_fork_in_child() -> None:
     global _task_id, _forking_task
     if _forking_task is None:
         return
     _task_id, _forking_task = _forking_task, None
     os.environ[ENV_VAR] = str(_task_id)
+    for signum in _RESET_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
         _set_pdeathsig()

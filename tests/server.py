@@ -30,7 +30,7 @@ class Timeout(AssertionError):
     """A condition did not hold before its deadline."""
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+def wait_for(condition: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -150,7 +150,7 @@ class Server:
             MARK: self.mark,
             "TF_EVENTS": str(self.events),
             # setproctitle would otherwise reuse the environ area for longer titles, and
-            # /proc/<pid>/environ (the marker, GUNICORN_TASK_ID) would read as the title.
+            # /proc/<pid>/environ (where cleanup finds the marker) would read as the title.
             "SPT_NOENV": "1",
             **(env or {}),
         }

@@ -1,14 +1,12 @@
 """The test app: answers ``task=<id> pid=<pid> env=<GUNICORN_TASK_ID>`` and acts on request.
 
 ``/finish`` finishes the task, ``/kill/<signal>`` signals its own worker, ``/exit/<status>``
-ends the process at once, ``/sysexit/<status>`` raises SystemExit, ``/sleep/<seconds>``
-holds the request.
+ends the process at once, ``/sleep/<seconds>`` holds the request.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,8 +29,6 @@ def act(path: str) -> None:
         os.kill(os.getpid(), int(arg))
     elif action == "exit":
         os._exit(int(arg))
-    elif action == "sysexit":
-        sys.exit(int(arg))
     elif action == "sleep":
         time.sleep(float(arg))
 
