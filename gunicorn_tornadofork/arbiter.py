@@ -29,6 +29,9 @@ GIVE_UP_REASON = "Too many child restarts, giving up"
 FINISHED_REASON = "All tasks finished"
 
 _POLL_SECONDS = 0.01
+# gunicorn 23 reaps workers inside its SIGCHLD handler, which could then run between the
+# fork and the table's record of the new pid; later versions only queue SIGCHLD.
+_REAPS_IN_SIGCHLD_HANDLER = not hasattr(Arbiter, "signal_chld")
 # The arbiter's own stop signals: graceful (TERM) and quick (INT, QUIT) shutdown.
 _MASTER_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
@@ -86,7 +89,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
 
         self.worker_class = make_worker
         try:
-            with worker_side.forking(task):
+            with worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER):
                 pid: int = super().spawn_worker()
                 state.table.spawned(task, pid)
         finally:
@@ -135,6 +138,15 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if state.reloading:
             state.reloading = False
             self._replace_all()
+            return
+        if (
+            not state.reaped
+            and len(self.WORKERS) == self.num_workers == state.table.size
+            and state.options.restart_window is None
+        ):
+            # Nothing was reaped, nothing resized, every task has its worker: the table and
+            # the title are as the last pass left them; only gunicorn's own upkeep is due.
+            super().manage_workers()
             return
         self._settle()
         for pid in state.table.resize(self.num_workers):

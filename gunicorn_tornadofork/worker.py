@@ -32,6 +32,7 @@ _stop_signal: int | None = None
 _forking_task: int | None = None
 _arbiter_pid = 0
 _saved_sigmask: set[int] = set()
+_sigchld_blocked = False
 _set_pdeathsig: Callable[[], None] | None = None
 
 # gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
@@ -77,17 +78,20 @@ def enable(arbiter_pid: int) -> None:
 
 
 @contextmanager
-def forking(task: int) -> Iterator[None]:
-    """Around the arbiter's fork of the worker for ``task``: the child takes that id, and
-    SIGCHLD waits until the parent has recorded the new pid."""
-    global _forking_task, _saved_sigmask
+def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
+    """Around the arbiter's fork of the worker for ``task``: the child takes that id and,
+    with ``block_sigchld``, SIGCHLD waits until the parent has recorded the new pid."""
+    global _forking_task, _saved_sigmask, _sigchld_blocked
     _forking_task = task
-    _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})}
+    _sigchld_blocked = block_sigchld
+    if block_sigchld:
+        _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})}
     try:
         yield
     finally:
         _forking_task = None
-        signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+        if block_sigchld:
+            signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
 
 
 def adopt(worker: Any, task: int) -> None:
@@ -118,7 +122,8 @@ def _after_fork_in_child() -> None:
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+    if _sigchld_blocked:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
         _set_pdeathsig()
     if os.getppid() != _arbiter_pid:
