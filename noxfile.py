@@ -6,35 +6,37 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "compat", "lint"]
 
-NEWEST_PYTHON = "3.12"
-OTHER_PYTHONS = ["3.10", "3.11", "3.13"]
 # 23.0: signals handled by reaping inside the SIGCHLD handler; 24.x: every signal queued
 # and handled in the main loop; 27.x: queued, plus the dirty arbiter and control socket.
-GUNICORNS = ["23.0.0", "24.1.1", "27.0.1"]
+OLDEST, MIDDLE, NEWEST = "23.0.0", "24.1.1", "27.0.1"
 
 
-def install(session: nox.Session, gunicorn: str) -> None:
-    session.install("-e", ".[test]", f"gunicorn=={gunicorn}")
+def install(session: nox.Session, gunicorn: str, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]", f"gunicorn=={gunicorn}")
 
 
-@nox.session(python=NEWEST_PYTHON)
-@nox.parametrize("gunicorn", GUNICORNS)
+@nox.session(python="3.12")
+@nox.parametrize("gunicorn", [OLDEST, NEWEST])
 def tests(session: nox.Session, gunicorn: str) -> None:
-    """The whole suite on the newest Python, for each gunicorn arbiter."""
-    install(session, gunicorn)
+    """The whole suite, every worker class included, on the oldest and newest gunicorn."""
+    install(session, gunicorn, "test,workers")
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=OTHER_PYTHONS)
-@nox.parametrize("gunicorn", [GUNICORNS[0], GUNICORNS[-1]])
+@nox.session
+@nox.parametrize(
+    ("python", "gunicorn"),
+    [("3.12", MIDDLE), ("3.10", OLDEST), ("3.11", NEWEST), ("3.13", OLDEST), ("3.13", NEWEST)],
+)
 def compat(session: nox.Session, gunicorn: str) -> None:
-    """The compatibility subset on the other Pythons, oldest and newest gunicorn."""
+    """The compatibility subset on the other Pythons and the middle gunicorn."""
     install(session, gunicorn)
     session.run("pytest", "-m", "compat", *session.posargs)
 
 
-@nox.session(python=NEWEST_PYTHON)
+@nox.session(python="3.12")
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy."""
     session.install("-e", ".[lint]")

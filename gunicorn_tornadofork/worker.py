@@ -135,13 +135,24 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
     global _worker
     _worker = worker
     setproctitle.setproctitle(f"{setproctitle.getproctitle()} task {worker.task_id}")
-    for name, signum in _STOP_HANDLERS.items():
-        handler = getattr(worker, name, None)
-        if callable(handler):
-            setattr(worker, name, functools.partial(_note_signal, signum, handler))
+    uvicorn = _runs_uvicorn(worker)
+    if not uvicorn:
+        # uvicorn's server handles SIGTERM and SIGINT itself (and raises them again once it
+        # has stopped); the SIGQUIT handler its workers add is gunicorn's base handle_exit,
+        # which only clears `alive`, a flag uvicorn never reads: that signal stops nothing.
+        for name, signum in _STOP_HANDLERS.items():
+            handler = getattr(worker, name, None)
+            if callable(handler):
+                setattr(worker, name, functools.partial(_note_signal, signum, handler))
     ending = b""
     try:
         init_process()
+        if getattr(worker, "alive", False) and not uvicorn:
+            # gunicorn's workers clear `alive` before they end their loop for max_requests
+            # or a code reload; a loop that ended without that failed (gunicorn 24's ASGI
+            # worker returns when the app's lifespan startup fails).
+            worker.log.error("Worker loop ended without a stop or a recycle (pid: %s)", os.getpid())
+            raise SystemExit(1)
         ending = REPORT_RECYCLED  # the worker ended its own loop: max_requests or code reload
     except SystemExit as exc:
         if exc.code in (0, None):
@@ -154,6 +165,13 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
             ending = signal_report(_stop_signal)
         if ending:
             _write_report(worker, ending)
+
+
+def _runs_uvicorn(worker: Any) -> bool:
+    """Whether ``worker`` is one of uvicorn's gunicorn workers (or a subclass of one)."""
+    return any(
+        cls.__module__.partition(".")[0] in ("uvicorn", "uvicorn_worker") for cls in type(worker).__mro__
+    )
 
 
 def _note_signal(default: int, handler: Callable[..., Any], *args: Any) -> Any:

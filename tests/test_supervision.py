@@ -36,6 +36,7 @@ def test_restart_window_forgives_old_crashes(gunicorn):
     for count in range(3):
         pid = replace_after_kill(server, 0, pid)
         server.wait_log("restarting (1 of max_restarts 1)", count=count + 1)
+        wait_for(lambda: proc_title(server.pid).endswith("restarts 1/1"), 10, "the restart in the title")
         # Let the window pass: the restart just counted stops counting.
         wait_for(lambda: proc_title(server.pid).endswith("restarts 0/1"), 10, "the window to pass")
     assert server.running()
