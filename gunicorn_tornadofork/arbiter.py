@@ -53,6 +53,8 @@ class _State:
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
     live_gauge: int | None = None  # the last live-task count sent as a metric
+    # Workers retired by a scale-down: pid -> when SIGKILL is due (after graceful_timeout).
+    retiring: dict[int, float] = field(default_factory=dict)
 
 
 class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
@@ -139,6 +141,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             state.reloading = False
             self._replace_all()
             return
+        self._kill_overdue()
         if (
             not state.reaped
             and len(self.WORKERS) == self.num_workers == state.table.size
@@ -150,13 +153,30 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             return
         self._settle()
         for pid in state.table.resize(self.num_workers):
-            self.kill_worker(pid, signal.SIGTERM)
+            self._retire(pid)
         self.spawn_workers()
         # gunicorn's own upkeep (its worker-count metrics) runs whenever its rule "kill
         # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
         if len(self.WORKERS) <= self.num_workers:
             super().manage_workers()
         self._show_state()
+
+    def _retire(self, pid: int) -> None:
+        """Ask a worker whose id is now out of range to stop: SIGTERM now, and SIGKILL if it
+        still runs after ``graceful_timeout``, as on shutdown and reload."""
+        self.kill_worker(pid, signal.SIGTERM)
+        self._tornadofork.retiring[pid] = time.monotonic() + self.cfg.graceful_timeout
+
+    def _kill_overdue(self) -> None:
+        """SIGKILL the retired workers still running after their ``graceful_timeout``."""
+        retiring = self._tornadofork.retiring
+        now = time.monotonic()
+        for pid, due in list(retiring.items()):
+            if pid not in self.WORKERS:
+                del retiring[pid]
+            elif now >= due:
+                del retiring[pid]
+                self.kill_worker(pid, signal.SIGKILL)
 
     def _show_state(self) -> None:
         """Arm the backoff alarm, title the master with the tasks' state, send the gauge."""
@@ -293,7 +313,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         table = self._tornadofork.table
         self._settle()
         for pid in table.resize(self.num_workers):
-            self.kill_worker(pid, signal.SIGTERM)
+            self._retire(pid)
         old = [pid for pid in (table.pid_of(t) for t in table.running()) if pid is not None]
         step = max(1, -(-len(old) // 4))
         for start in range(0, len(old), step):
