@@ -130,7 +130,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if pid == self.reexec_pid:
             self.reexec_pid = 0
         elif pid == getattr(self, "dirty_arbiter_pid", 0):
-            self.handle_dirty_arbiter_exit(pid, status)  # gunicorn >= 24
+            self.handle_dirty_arbiter_exit(pid, status)  # gunicorn >= 25
         else:
             self.log.debug("Reaped unknown child process (pid:%s, status:%s)", pid, status)
 
