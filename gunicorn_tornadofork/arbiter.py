@@ -53,8 +53,8 @@ class _State:
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
     live_gauge: int | None = None  # the last live-task count sent as a metric
-    # Workers retired by a scale-down: pid -> when SIGKILL is due (after graceful_timeout).
-    retiring: dict[int, float] = field(default_factory=dict)
+    # Workers asked to stop (scale-down, reload): pid -> when SIGKILL is due.
+    kill_due: dict[int, float] = field(default_factory=dict)
 
 
 class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
@@ -153,7 +153,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             return
         self._settle()
         for pid in state.table.resize(self.num_workers):
-            self._retire(pid)
+            self._stop(pid)
         self.spawn_workers()
         # gunicorn's own upkeep (its worker-count metrics) runs whenever its rule "kill
         # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
@@ -161,21 +161,21 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             super().manage_workers()
         self._show_state()
 
-    def _retire(self, pid: int) -> None:
-        """Ask a worker whose id is now out of range to stop: SIGTERM now, and SIGKILL if it
-        still runs after ``graceful_timeout``, as on shutdown and reload."""
+    def _stop(self, pid: int) -> None:
+        """Ask a worker to stop: SIGTERM now, and SIGKILL (from :meth:`_kill_overdue`) if it
+        still runs after ``graceful_timeout``, as on shutdown."""
         self.kill_worker(pid, signal.SIGTERM)
-        self._tornadofork.retiring[pid] = time.monotonic() + self.cfg.graceful_timeout
+        self._tornadofork.kill_due[pid] = time.monotonic() + self.cfg.graceful_timeout
 
     def _kill_overdue(self) -> None:
-        """SIGKILL the retired workers still running after their ``graceful_timeout``."""
-        retiring = self._tornadofork.retiring
+        """SIGKILL the workers asked to stop that still run after their ``graceful_timeout``."""
+        kill_due = self._tornadofork.kill_due
         now = time.monotonic()
-        for pid, due in list(retiring.items()):
+        for pid, due in list(kill_due.items()):
             if pid not in self.WORKERS:
-                del retiring[pid]
+                del kill_due[pid]
             elif now >= due:
-                del retiring[pid]
+                del kill_due[pid]
                 self.kill_worker(pid, signal.SIGKILL)
 
     def _show_state(self) -> None:
@@ -313,32 +313,26 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         table = self._tornadofork.table
         self._settle()
         for pid in table.resize(self.num_workers):
-            self._retire(pid)
+            self._stop(pid)
         old = [pid for pid in (table.pid_of(t) for t in table.running()) if pid is not None]
         step = max(1, -(-len(old) // 4))
         for start in range(0, len(old), step):
             batch = [pid for pid in old[start : start + step] if pid in self.WORKERS]
             for pid in batch:
-                self.kill_worker(pid, signal.SIGTERM)
+                self._stop(pid)
             self._replace_batch(batch)
         self.spawn_workers()
 
     def _replace_batch(self, pids: list[int]) -> None:
         """Start each task's successor as soon as its old worker is reaped; an old worker
         still running after ``graceful_timeout`` gets SIGKILL."""
-        grace = time.monotonic() + self.cfg.graceful_timeout
-        killed = False
         while True:
             self.reap_workers()
             self._settle()
             self.spawn_workers()
-            left = [pid for pid in pids if pid in self.WORKERS]
-            if not left:
+            if not any(pid in self.WORKERS for pid in pids):
                 return
-            if not killed and time.monotonic() >= grace:
-                killed = True
-                for pid in left:
-                    self.kill_worker(pid, signal.SIGKILL)
+            self._kill_overdue()
             time.sleep(_POLL_SECONDS)
 
 
