@@ -40,9 +40,9 @@ class Options:
             max_restarts=_integer(options, "max_restarts", DEFAULT_MAX_RESTARTS),
             restart_window=_seconds(options, "restart_window", None, positive=True),
             max_task_restarts=_integer(options, "max_task_restarts", None),
-            backoff=_seconds(options, "backoff", 0.0) or 0.0,
-            backoff_max=_seconds(options, "backoff_max", 30.0) or 0.0,
-            task_id_offset=_integer(options, "task_id_offset", 0) or 0,
+            backoff=_seconds(options, "backoff", 0.0),
+            backoff_max=_seconds(options, "backoff_max", 30.0),
+            task_id_offset=_integer(options, "task_id_offset", 0),
         )
         if parsed.backoff_max < parsed.backoff:
             raise OptionError(

@@ -216,28 +216,27 @@ class TaskTable:
         if exit.ending is Ending.FINISHED and task_id in self.ids():
             # A retired id that finishes is not done: if it comes back, it is a new task.
             self._done.add(task_id)
-        give_up = False
-        restarts = self.counted_restarts()
+        counted = exit.ending.counted
+        now = self.clock()
         task_restarts = 0
-        delay = 0.0
-        if exit.ending.counted:
-            now = self.clock()
+        if counted:
             self.restarts += 1
             self._recent.append(now)
             recent = self._task_recent.setdefault(task_id, deque())
             recent.append(now)
-            restarts = self.counted_restarts()
             self._expire(recent, now)
             task_restarts = len(recent)
-            give_up = restarts > self.max_restarts or (
-                self.max_task_restarts is not None and task_restarts > self.max_task_restarts
-            )
-            delay = self._backoff(task_id, now, started)
+        restarts = self.counted_restarts()
+        give_up = counted and (
+            restarts > self.max_restarts
+            or (self.max_task_restarts is not None and task_restarts > self.max_task_restarts)
+        )
+        delay = self._backoff(task_id, now, started) if counted else 0.0
         replaced = (
             not give_up and not exit.ending.halts and task_id in self.ids() and task_id not in self._done
         )
         if replaced and delay:
-            self._ready_at[task_id] = self.clock() + delay
+            self._ready_at[task_id] = now + delay
         return Outcome(task_id, pid, exit, restarts, replaced, give_up, task_restarts, delay)
 
     # -- internals ------------------------------------------------------------------
