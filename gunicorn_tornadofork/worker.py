@@ -31,8 +31,7 @@ _stop_signal: int | None = None
 # Set in the arbiter for the length of one fork: what the child needs first.
 _forking_task: int | None = None
 _arbiter_pid = 0
-_saved_sigmask: set[int] = set()
-_sigchld_blocked = False
+_saved_sigmask: set[int] | None = None  # the mask to restore, when SIGCHLD was blocked
 _set_pdeathsig: Callable[[], None] | None = None
 
 # gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
@@ -81,17 +80,17 @@ def enable(arbiter_pid: int) -> None:
 def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
     """Around the arbiter's fork of the worker for ``task``: the child takes that id and,
     with ``block_sigchld``, SIGCHLD waits until the parent has recorded the new pid."""
-    global _forking_task, _saved_sigmask, _sigchld_blocked
+    global _forking_task, _saved_sigmask
     _forking_task = task
-    _sigchld_blocked = block_sigchld
     if block_sigchld:
         _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})}
     try:
         yield
     finally:
         _forking_task = None
-        if block_sigchld:
+        if _saved_sigmask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+            _saved_sigmask = None
 
 
 def adopt(worker: Any, task: int) -> None:
@@ -122,7 +121,7 @@ def _after_fork_in_child() -> None:
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    if _sigchld_blocked:
+    if _saved_sigmask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
         _set_pdeathsig()

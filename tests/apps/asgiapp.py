@@ -8,28 +8,23 @@ It speaks the lifespan protocol, so servers that probe for it start quietly.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from testapp import act as act_now
 from testapp import body
-
-import gunicorn_tornadofork
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 async def act(path: str) -> None:
+    """testapp's actions, with ``/sleep`` awaited instead of blocking the event loop."""
     action, _, arg = path.strip("/").partition("/")
-    if action == "finish":
-        gunicorn_tornadofork.finish_task()
-    elif action == "kill":
-        os.kill(os.getpid(), int(arg))
-    elif action == "exit":
-        os._exit(int(arg))
-    elif action == "sleep":
+    if action == "sleep":
         await asyncio.sleep(float(arg))
+    else:
+        act_now(path)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
