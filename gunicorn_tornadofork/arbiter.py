@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import gunicorn.arbiter as gunicorn_arbiter
 import setproctitle
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
@@ -57,6 +58,23 @@ class _State:
     kill_due: dict[int, float] = field(default_factory=dict)
 
 
+class _NotingWaitpid:
+    """``os`` as gunicorn's arbiter module sees it while it reaps: ``waitpid`` also tells the
+    plugin about each child it reaps, so that gunicorn's own reaping runs unchanged."""
+
+    def __init__(self, arbiter: TornadoForkArbiter) -> None:
+        self._arbiter = arbiter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
+        reaped = os.waitpid(pid, options)
+        if reaped[0]:
+            self._arbiter._note_reaped(*reaped)
+        return reaped
+
+
 class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's arbiter with tornado's ``fork_processes`` semantics."""
 
@@ -67,7 +85,6 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     log: Any
     worker_class: Any
     num_workers: int
-    reexec_pid: int
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -109,30 +126,31 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     # -- reaping and deciding ---------------------------------------------------------
 
     def reap_workers(self) -> None:
-        """Reap every exited child; a worker's status and report wait for the main loop."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
-            worker = self.WORKERS.pop(pid, None)
-            if worker is None:
-                self._reap_other(pid, status)
-                continue
-            report = worker_side.read_report(worker)
-            worker.tmp.close()
-            self._tornadofork.reaped.append(_Reaped(pid, status, report, bool(worker.aborted)))
-            self.cfg.child_exit(self, worker)
+        """gunicorn's own reaping (its log lines and ``child_exit``), with each worker's wait
+        status and report noted for the main loop as it is reaped."""
+        module = gunicorn_arbiter.os
+        gunicorn_arbiter.os = _NotingWaitpid(self)
+        try:
+            while True:
+                try:
+                    super().reap_workers()
+                    return
+                except HaltServer:
+                    # gunicorn halts on a worker's status 3 or 4 from inside its reaping (on
+                    # 23, inside the SIGCHLD handler, and again from halt() if a second worker
+                    # fails, which exits 1). Reap on; the main loop halts on the same
+                    # judgment once, with gunicorn's status and reason.
+                    continue
+        finally:
+            gunicorn_arbiter.os = module
 
-    def _reap_other(self, pid: int, status: int) -> None:
-        if pid == self.reexec_pid:
-            self.reexec_pid = 0
-        elif pid == getattr(self, "dirty_arbiter_pid", 0):
-            self.handle_dirty_arbiter_exit(pid, status)  # gunicorn >= 25
-        else:
-            self.log.debug("Reaped unknown child process (pid:%s, status:%s)", pid, status)
+    def _note_reaped(self, pid: int, status: int) -> None:
+        # Called between gunicorn's waitpid() and its close of the worker's heartbeat file,
+        # where the report is.
+        worker = self.WORKERS.get(pid)
+        if worker is not None:
+            report = worker_side.read_report(worker)
+            self._tornadofork.reaped.append(_Reaped(pid, status, report, bool(worker.aborted)))
 
     def manage_workers(self) -> None:
         """Judge the reaped workers, retire out-of-range tasks, start the ones that need it."""
@@ -144,11 +162,12 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         self._kill_overdue()
         if (
             not state.reaped
-            and len(self.WORKERS) == self.num_workers == state.table.size
+            and self.num_workers == state.table.size
+            and state.table.settled()
             and state.options.restart_window is None
         ):
-            # Nothing was reaped, nothing resized, every task has its worker: the table and
-            # the title are as the last pass left them; only gunicorn's own upkeep is due.
+            # Nothing was reaped, nothing resized, every task has its worker or has finished,
+            # none is waiting or being stopped: nothing is due but gunicorn's own upkeep.
             super().manage_workers()
             return
         self._settle()
@@ -300,6 +319,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             super().reload()
         finally:
             self._tornadofork.reloading = False
+        self._show_state()  # gunicorn's reload() titles the master anew
 
     def setup(self, app: Any) -> None:
         """gunicorn's setup; ``workers <= 0`` means one worker per usable CPU."""

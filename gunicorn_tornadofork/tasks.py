@@ -146,6 +146,11 @@ class TaskTable:
         """Whether there is at least one task, every task finished and no worker is left."""
         return self.size > 0 and not self._pid_of and all(t in self._done for t in self.ids())
 
+    def settled(self) -> bool:
+        """Whether every task in range has a live worker not asked to stop, or has finished,
+        and no other worker is live: nothing is due until a worker ends or the size changes."""
+        return len(self._pid_of) + len(self._done) == self.size and not self._stopping
+
     def counted_restarts(self) -> int:
         """The counted restarts that count toward ``max_restarts`` now."""
         if self.restart_window is None:

@@ -114,7 +114,7 @@ def wait_log_line(server: Server, pattern: str, timeout: float = 15.0) -> str:
 
 def restart_line(server: Server, pid: int) -> str:
     """The WARNING line that reports the restart of worker ``pid``."""
-    return wait_log_line(server, rf"\[WARNING\].*\b{pid}\b")
+    return wait_log_line(server, rf"\[WARNING\] task \d+ \(pid {pid}\)")
 
 
 def wait_master_title(server: Server, name: str) -> str:

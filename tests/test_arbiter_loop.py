@@ -1,0 +1,150 @@
+"""The arbiter's loop under the plugin: a shortcut never skips a due action, the master's title
+keeps the task state through a reload, and gunicorn's own per-exit log lines stay as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from server import Server, all_pids, proc_ppid, proc_title, wait_for
+
+Start = Callable[..., Server]
+
+# Every worker says when it has booted; with TF_STUBBORN set, task 1 ignores SIGTERM.
+BOOTED = """
+import os as _os, signal as _signal
+
+def post_worker_init(worker):
+    if _os.environ.get("TF_STUBBORN") and worker.task_id == 1:
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+    with open(_os.environ["TF_EVENTS"], "a") as f:
+        f.write(f"booted {_os.getpid()}\\n")
+"""
+
+PLAIN_BOOTED = """
+import os as _os
+
+def post_worker_init(worker):
+    with open(_os.environ["TF_EVENTS"], "a") as f:
+        f.write(f"booted {_os.getpid()}\\n")
+"""
+
+
+def booted(server: Server, pid: int) -> bool:
+    return f"booted {pid}" in server.event_lines()
+
+
+def children(server: Server) -> list[int]:
+    """The live workers of ``server``'s master, with or without the plugin."""
+    return [
+        pid
+        for pid in all_pids()
+        if proc_ppid(pid) == server.pid and proc_title(pid).startswith("gunicorn: worker [")
+    ]
+
+
+@pytest.mark.compat
+@pytest.mark.timeout(60)
+def test_backoff_is_not_stalled_by_a_retired_worker(gunicorn: Start) -> None:
+    """A task's backoff ends on time while a retired worker that ignores SIGTERM is still
+    running: the worker count matching the task count is no reason to skip a due spawn."""
+    server = gunicorn(
+        options="backoff=1",
+        config="workers = 2\ngraceful_timeout = 10\n" + BOOTED,
+        env={"TF_STUBBORN": "1"},
+    )
+    pids = server.wait_workers([0, 1])
+    wait_for(lambda: all(booted(server, pid) for pid in pids.values()), 15, "both workers to boot")
+    os.kill(pids[0], signal.SIGKILL)
+    server.wait_log(f"task 0 (pid {pids[0]}) killed by signal SIGKILL, restarting in 1s")
+    server.signal(signal.SIGTTOU)  # retires task 1, which ignores the SIGTERM
+    # Task 0 is back after its 1 s backoff, well before task 1's graceful_timeout (10 s) ends.
+    new = wait_for(
+        lambda: [pid for pid in server.workers().get(0, []) if pid != pids[0]],
+        6,
+        "task 0's replacement while the retired task 1 still runs",
+    )
+    assert pids[1] in server.workers().get(1, []), "the retired worker was gone early"
+    # Then the retired worker is killed after graceful_timeout, and only task 0 is left.
+    assert server.wait_workers([0], timeout=20) == {0: new[0]}
+    assert "restarting (2 of" not in server.log()
+
+
+@pytest.mark.compat
+def test_master_title_keeps_the_task_state_after_a_reload(gunicorn: Start) -> None:
+    """gunicorn's reload titles the master anew; the task state is back on it at once."""
+    server = gunicorn(options="max_restarts=9", config="workers = 2\n" + BOOTED)
+    pids = server.wait_workers([0, 1])
+    wait_for(lambda: proc_title(server.pid).endswith("tasks 2/2 restarts 0/9"), 10, "the title")
+    server.signal(signal.SIGHUP)
+    wait_for(
+        lambda: (w := server.worker_pids()).keys() == {0, 1} and not set(w.values()) & set(pids.values()),
+        20,
+        "every task's successor",
+    )
+    title = wait_for(
+        lambda: proc_title(server.pid).endswith("restarts 0/9") and proc_title(server.pid),
+        5,
+        "the task state on the master's title after the reload",
+    )
+    assert title == "gunicorn: master [testapp:wsgi] tasks 2/2 restarts 0/9"
+
+
+# gunicorn's lines for a reaped worker, as each version writes them.
+REAP_LINE = re.compile(r"\[(\w+)\] (Worker \(pid:\d+\) (?:was sent|exited with) .*)$", re.M)
+
+
+def reap_lines(server: Server) -> list[str]:
+    """gunicorn's per-exit lines of ``server``, level included, the pids blanked."""
+    return [
+        level + " " + re.sub(r"pid:\d+", "pid:N", text) for level, text in REAP_LINE.findall(server.log())
+    ]
+
+
+@pytest.mark.compat
+@pytest.mark.timeout(90)
+def test_gunicorns_per_exit_log_lines_are_kept(gunicorn: Start) -> None:
+    """The lines gunicorn writes when it reaps a worker (``Worker (pid:N) was sent SIGKILL!
+    Perhaps out of memory?``, ``Worker (pid:N) exited with code 1.`` …) appear word for word
+    and at gunicorn's level under the plugin, beside the plugin's own task line."""
+    plain = gunicorn(config="workers = 1\n" + PLAIN_BOOTED, install=False)
+    plugin = gunicorn(config="workers = 1\n" + PLAIN_BOOTED)
+    servers = (plain, plugin)
+
+    def booted_worker(server: Server, old: int | None) -> int:
+        def ready() -> int | None:
+            pids = [pid for pid in children(server) if pid != old and booted(server, pid)]
+            return pids[0] if len(pids) == 1 and len(children(server)) == 1 else None
+
+        return wait_for(ready, 15, "a booted worker")
+
+    workers = {server.pid: booted_worker(server, None) for server in servers}
+    events: list[tuple[str, Callable[[Server, int], None]]] = [
+        ("SIGKILL", lambda server, pid: os.kill(pid, signal.SIGKILL)),
+        ("SIGQUIT", lambda server, pid: os.kill(pid, signal.SIGQUIT)),
+        ("SIGSEGV", lambda server, pid: os.kill(pid, signal.SIGSEGV)),
+        ("exit 1", lambda server, pid: _exit_via(server, 1)),
+        ("exit 42", lambda server, pid: _exit_via(server, 42)),
+    ]
+    for _name, act in events:
+        for server in servers:
+            old = workers[server.pid]
+            act(server, old)
+            workers[server.pid] = booted_worker(server, old)
+    expected = reap_lines(plain)
+    assert len(expected) >= len(events) - 1, plain.log()  # a stray SIGQUIT ends a sync worker with 0
+    assert reap_lines(plugin) == expected
+    assert plugin.log().count("restarting (") == len(events)
+    assert "ERROR Worker (pid:N) was sent SIGKILL! Perhaps out of memory?" in expected
+
+
+def _exit_via(server: Server, status: int) -> None:
+    """Ask the worker to end itself with ``status`` (the request itself gets no answer)."""
+    with contextlib.suppress(OSError):
+        server.get(f"/exit/{status}", timeout=5)
