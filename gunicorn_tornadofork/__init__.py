@@ -47,8 +47,9 @@ def install(server: Any, **options: Any) -> None:
     """Activate the plugin on ``server``, the arbiter that gunicorn's ``on_starting`` hook gets.
 
     Accepted options: ``max_restarts`` (int >= 0, default 100), ``restart_window``
-    (seconds or None), ``max_task_restarts`` (int >= 0 or None), ``backoff`` (seconds, default
-    0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0).
+    (seconds > 0 or None), ``max_task_restarts`` (int >= 0 or None), ``backoff`` (seconds,
+    default 0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0);
+    ints at most 2**63 - 1, seconds at most 10**9.
     A bad option, or a call anywhere but ``on_starting``, is logged as one line in gunicorn's
     error log and ends the server with status 1 (the master removes its pidfile); called in
     a worker, it ends that worker with gunicorn's boot-failure status 3 instead.
