@@ -17,7 +17,7 @@ from gunicorn.arbiter import Arbiter
 
 import gunicorn_tornadofork
 from gunicorn_tornadofork import _calling_arbiter, _Phase, _phase
-from server import Server, wait_for
+from server import Server, all_pids, proc_ppid, wait_for
 
 pytestmark = pytest.mark.compat
 
@@ -146,38 +146,43 @@ def test_worker_hook(gunicorn, hook, installed):
     assert not server.pidfile.exists()
 
 
+HOOKS_WITH_WORKERS = {
+    "on_reload": ("def on_reload(server):\n    gunicorn_tornadofork.install(server)\n", signal.SIGHUP),
+    # nworkers_changed also runs while the arbiter is built: only the later calls refuse.
+    "nworkers_changed": (
+        "def nworkers_changed(server, new_value, old_value):\n"
+        "    if old_value is not None:\n"
+        "        gunicorn_tornadofork.install(server)\n",
+        signal.SIGTTIN,
+    ),
+}
+
+
 @pytest.mark.parametrize("installed", [False, True], ids=["alone", "after-on_starting"])
-def test_on_reload(gunicorn, tmp_path, installed):
-    """From ``on_reload`` (HUP): the running workers are stopped, the unix socket and the
-    pidfile removed, status 1."""
+@pytest.mark.parametrize("hook", sorted(HOOKS_WITH_WORKERS))
+def test_master_hook_with_workers(gunicorn, tmp_path, hook, installed):
+    """From ``on_reload`` (HUP) or ``nworkers_changed`` (TTIN), once workers run: gunicorn's
+    halt stops them gracefully, removes the unix socket and the pidfile; status 1."""
     sock = tmp_path / "g.sock"
+    hook_text, sig = HOOKS_WITH_WORKERS[hook]
     on_starting = "def on_starting(server):\n    gunicorn_tornadofork.install(server)\n" if installed else ""
     server = gunicorn(
         install=False,
-        config=config(
-            on_starting
-            + f"bind = ['127.0.0.1:0', 'unix:{sock}']\n"
-            + "def on_reload(server):\n    gunicorn_tornadofork.install(server)\n",
-            workers=2,
-        ),
+        config=config(on_starting + f"bind = ['127.0.0.1:0', 'unix:{sock}']\n" + hook_text, workers=2),
     )
     wait_for(lambda: server.log().count("Booting worker") == 2, 15, "two workers")
-    workers = wait_for(lambda: [p for p in os.listdir("/proc") if p.isdigit() and _child(p, server.pid)])
-    server.signal(signal.SIGHUP)
+    workers = wait_for(lambda: [p for p in all_pids() if proc_ppid(p) == server.pid], 10, "workers")
+    server.signal(sig)
     assert server.wait_exit() == 1
     line = refusal(server)
     assert "install() must be called from on_starting, not after the arbiter has started" in line
     assert not server.pidfile.exists()
     assert not sock.exists()
-    wait_for(lambda: not any(os.path.exists(f"/proc/{p}/stat") for p in workers), 5, "workers gone")
-
-
-def _child(pid: str, parent: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1]) == parent
-    except (OSError, ValueError, IndexError):
-        return False
+    log = server.log()
+    for pid in workers:
+        assert f"Worker exiting (pid: {pid})" in log  # stopped by the halt, not orphaned
+    assert "Parent changed" not in log
+    assert "Booting worker" not in log.split(PREFIX, 1)[1]
 
 
 def test_refusal_is_not_repeated_by_exit_hooks(gunicorn):
