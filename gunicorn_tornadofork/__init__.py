@@ -154,6 +154,8 @@ def _refuse(arbiter: Any, phase: _Phase, exc: OptionError) -> NoReturn:
     if phase is _Phase.RUNNING:
         # Listeners, signal handlers and maybe workers exist: gunicorn's own halt stops the
         # workers, closes (and unlinks) the sockets, removes the pidfile, runs on_exit, exits.
+        # In pre_fork the plugin may hold SIGCHLD blocked, by which gunicorn 23 reaps.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         arbiter.halt(exit_status=1)
     pidfile = getattr(arbiter, "pidfile", None)
     if pidfile is not None:

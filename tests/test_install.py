@@ -260,3 +260,24 @@ def test_no_arbiter_anywhere(capsys: pytest.CaptureFixture[str], monkeypatch: py
         err
         == "gunicorn_tornadofork: install() needs the gunicorn arbiter that on_starting gets, got object\n"
     )
+
+
+def test_pre_fork_after_a_worker_exists(gunicorn):
+    """From ``pre_fork`` of the second worker, with the plugin installed: the first worker is
+    stopped and reaped at once (gunicorn 23 reaps in its SIGCHLD handler, which the plugin
+    holds blocked around a fork), the pidfile removed; status 1."""
+    server = gunicorn(
+        config=config(
+            """
+            def pre_fork(server, worker):
+                if worker.age == 2:
+                    gunicorn_tornadofork.install(server)
+            """,
+            workers=2,
+        ),
+    )
+    # Reaped by the halt at once, not waited for until graceful_timeout (5 s) ran out.
+    assert server.wait_exit(timeout=4) == 1
+    assert "not after the arbiter has started" in refusal(server)
+    assert server.log().count("Booting worker") <= 1
+    assert not server.pidfile.exists()
