@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -10,6 +9,14 @@ from typing import Any
 
 #: tornado's default cap on restarts.
 DEFAULT_MAX_RESTARTS = 100
+
+#: The largest count or id option (int64): larger ints cannot be shown in a process title
+#: or passed as GUNICORN_TASK_ID once beyond Python's limit on digits in a string.
+MAX_INTEGER = 2**63 - 1
+#: The longest time option, in seconds (about 31 years): a backoff ends with a SIGALRM from
+#: signal.setitimer(), which refuses anything beyond about 9.2e9 seconds (OverflowError).
+MAX_SECONDS = 10**9
+_SHOWN_CHARS = 80
 
 
 class OptionError(ValueError):
@@ -56,9 +63,13 @@ def _integer(options: Mapping[str, Any], name: str, default: int | None) -> Any:
     value = options.get(name, default)
     if value is None and default is None:
         return None
+    none = " or None" if default is None else ""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        accepted = "an integer >= 0" + (" or None" if default is None else "")
-        raise OptionError(f"install() option {name} must be {accepted}, got {value!r}")
+        raise OptionError(f"install() option {name} must be an integer >= 0{none}, got {_shown(value)}")
+    if value > MAX_INTEGER:
+        raise OptionError(
+            f"install() option {name} must be an integer >= 0 and <= {MAX_INTEGER}{none}, got {_shown(value)}"
+        )
     return value
 
 
@@ -66,18 +77,34 @@ def _seconds(options: Mapping[str, Any], name: str, default: float | None, posit
     value = options.get(name, default)
     if value is None and default is None:
         return None
+    accepted = "a number of seconds " + ("> 0" if positive else ">= 0")
+    none = " or None" if default is None else ""
     bad = (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or value != value  # NaN
         or value < 0
         or (positive and value == 0)
     )
     if bad:
-        accepted = "a number of seconds " + ("> 0" if positive else ">= 0")
-        accepted += " or None" if default is None else ""
-        raise OptionError(f"install() option {name} must be {accepted}, got {value!r}")
+        raise OptionError(f"install() option {name} must be {accepted}{none}, got {_shown(value)}")
+    # Compared before float(): an int too large for a float must not raise OverflowError.
+    if value > MAX_SECONDS:
+        raise OptionError(
+            f"install() option {name} must be {accepted} and <= {MAX_SECONDS}{none}, got {_shown(value)}"
+        )
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, kept short and on one line, never raising."""
+    try:
+        shown = repr(value)
+    except ValueError:  # an int beyond Python's limit on digits in a string
+        return f"an int of {value.bit_length()} bits"
+    except Exception:
+        return f"a {type(value).__name__}"
+    return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 3] + "..."
 
 
 def available_cpus() -> int:

@@ -48,7 +48,11 @@ class TaskTable:
     A task id is *held* from the moment its worker is spawned until that worker is reaped,
     so no two live workers ever share an id. Counted restarts older than ``restart_window``
     seconds (when set) stop counting; a task that fails restarts after ``backoff`` seconds,
-    doubled on each consecutive failure up to ``backoff_max``.
+    doubled on each consecutive failure up to ``backoff_max``. An id that leaves the range
+    loses all its state: added back, it is a new task.
+
+    Memory stays flat however long a crash loop runs: without ``restart_window`` only counts
+    are kept, with it only the times of the restarts still inside the window.
     """
 
     def __init__(
@@ -74,8 +78,12 @@ class TaskTable:
         self.backoff_max = backoff_max
         self.clock = clock
         self.restarts = 0  # every counted restart since start
-        self._recent: deque[float] = deque()  # times of counted restarts (within the window)
+        # With a window: the times of the counted restarts inside it, for the server and for
+        # each task. Without one: nothing for the server (`restarts` is the count) and a count
+        # per task. Per-task entries exist only for ids in range.
+        self._recent: deque[float] = deque()
         self._task_recent: dict[int, deque[float]] = {}
+        self._task_count: dict[int, int] = {}
         self._streak: dict[int, int] = {}  # consecutive counted failures of a task
         self._ready_at: dict[int, float] = {}  # task id -> end of its backoff
         self._started: dict[int, float] = {}  # task id -> spawn time of its live worker
@@ -164,15 +172,13 @@ class TaskTable:
         result = []
         for task_id in self.ids():
             pid = self._pid_of.get(task_id)
-            recent = self._task_recent.get(task_id, deque())
-            self._expire(recent, now)
             started = self._started.get(task_id)
             ready = self._ready_at.get(task_id)
             result.append(
                 TaskState(
                     task_id,
                     pid,
-                    len(recent),
+                    self._task_restarts(task_id, now),
                     None if pid is None or started is None else now - started,
                     task_id in self._done,
                     None if pid is not None or ready is None or ready <= now else ready - now,
@@ -188,8 +194,13 @@ class TaskTable:
         if size < 0:
             raise ValueError("size must be >= 0")
         self.size = size
-        # A retired id that comes back later (scale down, then up) is a new task.
-        self._done = {t for t in self._done if t in self.ids()}
+        # A retired id that comes back later (scale down, then up) is a new task: nothing of
+        # the old one carries over (finished, restart times and counts, backoff).
+        ids = self.ids()
+        for per_task in (self._task_recent, self._task_count, self._streak, self._ready_at):
+            for task_id in [t for t in per_task if t not in ids]:
+                del per_task[task_id]
+        self._done = {t for t in self._done if t in ids}
         return sorted(
             pid
             for task_id, pid in self._pid_of.items()
@@ -221,35 +232,53 @@ class TaskTable:
         if exit.ending is Ending.FINISHED and task_id in self.ids():
             # A retired id that finishes is not done: if it comes back, it is a new task.
             self._done.add(task_id)
+        in_range = task_id in self.ids()
         counted = exit.ending.counted
         now = self.clock()
         task_restarts = 0
         if counted:
             self.restarts += 1
-            self._recent.append(now)
-            recent = self._task_recent.setdefault(task_id, deque())
-            recent.append(now)
-            self._expire(recent, now)
-            task_restarts = len(recent)
+            if self.restart_window is not None:
+                self._recent.append(now)
+            if in_range:
+                # A retired id's end counts for the server only: its task no longer exists.
+                if self.restart_window is None:
+                    self._task_count[task_id] = self._task_count.get(task_id, 0) + 1
+                else:
+                    self._task_recent.setdefault(task_id, deque()).append(now)
+                task_restarts = self._task_restarts(task_id, now)
         restarts = self.counted_restarts()
         give_up = counted and (
             restarts > self.max_restarts
             or (self.max_task_restarts is not None and task_restarts > self.max_task_restarts)
         )
-        delay = self._backoff(task_id, now, started) if counted else 0.0
-        replaced = (
-            not give_up and not exit.ending.halts and task_id in self.ids() and task_id not in self._done
-        )
+        delay = self._backoff(task_id, now, started) if counted and in_range else 0.0
+        replaced = not give_up and not exit.ending.halts and in_range and task_id not in self._done
         if replaced and delay:
             self._ready_at[task_id] = now + delay
         return Outcome(task_id, pid, exit, restarts, replaced, give_up, task_restarts, delay)
 
     # -- internals ------------------------------------------------------------------
 
+    def _task_restarts(self, task_id: int, now: float) -> int:
+        """The counted restarts of one task that count toward ``max_task_restarts`` now."""
+        if self.restart_window is None:
+            return self._task_count.get(task_id, 0)
+        recent = self._task_recent.get(task_id)
+        if recent is None:
+            return 0
+        self._expire(recent, now)
+        if not recent:
+            del self._task_recent[task_id]
+            return 0
+        return len(recent)
+
     def _expire(self, times: deque[float], now: float) -> None:
         if self.restart_window is None:
             return
-        while times and times[0] <= now - self.restart_window:
+        # The age is compared, not `now - window`: a window shorter than the clock's
+        # resolution at `now` would otherwise drop the restart that just happened.
+        while times and now - times[0] >= self.restart_window:
             times.popleft()
 
     def _backoff(self, task_id: int, now: float, started: float | None) -> float:

@@ -162,6 +162,7 @@ class Arbiter:
         self.aborted: set[int] = set()
         self.done: set[int] = set()  # finished ids still in range
         self.restarts = 0
+        self.task_restarts: dict[int, int] = {}  # counted ends of each id while in range
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -204,6 +205,8 @@ class Arbiter:
             self.done.add(task)
         if exit.ending.counted:
             self.restarts += 1
+            if task < self.size:
+                self.task_restarts[task] = self.task_restarts.get(task, 0) + 1
         assert outcome.restarts == self.restarts == self.table.restarts
         assert outcome.give_up == (exit.ending.counted and self.restarts > self.cap)
         if outcome.give_up:
@@ -354,6 +357,8 @@ class Arbiter:
         assert retire == expected
         self.size = size
         self.done = {t for t in self.done if t < size}
+        # a retired id is a new task when it comes back: its restarts are forgotten
+        self.task_restarts = {t: n for t, n in self.task_restarts.items() if t < size}
         for pid in retire:
             self.stop(pid)
         assert not any(t >= size for t in self.table.running())
@@ -425,6 +430,9 @@ class Arbiter:
         # the restart count is the number of counted ends, and has not passed the cap
         assert table.restarts == self.restarts
         assert over or self.restarts <= self.cap
+        # each task's own restarts: its counted ends since its id last entered the range
+        own = [self.task_restarts.get(t, 0) for t in range(self.size)]
+        assert [s.restarts for s in table.states()] == own
         # every task finished and no worker left (the server would exit 0 right away)
         expected = self.size > 0 and not self.holder and self.done == set(range(self.size))
         assert table.all_done() == expected

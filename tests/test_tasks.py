@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import signal
+import tracemalloc
 
 import pytest
 
+from gunicorn_tornadofork import tasks
 from gunicorn_tornadofork.exits import Ending, Exit
-from gunicorn_tornadofork.tasks import TaskTable
+from gunicorn_tornadofork.tasks import Outcome, TaskTable
 
 pytestmark = pytest.mark.compat
 
@@ -432,3 +435,152 @@ def test_running_excludes_stopping_and_out_of_range() -> None:
     assert table.running() == [0, 2, 3]
     table.exited(102, KILLED)
     assert table.running() == [0, 3]
+
+
+# -- a retired id that comes back is a new task ----------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def crash(table: TaskTable, task: int) -> Outcome:
+    """The worker of ``task`` is killed; its replacement starts once it is due."""
+    pid = table.pid_of(task)
+    assert pid is not None
+    outcome = table.exited(pid, KILLED)
+    assert outcome is not None
+    return outcome
+
+
+def respawn(table: TaskTable, task: int, pid: int) -> None:
+    assert table.next_pending() == task
+    table.spawned(task, pid)
+
+
+def retire_and_readd(table: TaskTable, size: int) -> None:
+    """Scale down by one (the retired worker stops) and back up."""
+    for pid in table.resize(size - 1):
+        table.stop_requested(pid)
+        table.exited(pid, STOPPED)
+    assert table.resize(size) == []
+
+
+@pytest.mark.parametrize("window", [None, 60.0])
+def test_readded_id_starts_with_no_task_restarts(window: float | None) -> None:
+    """max_task_restarts=1: one crash, retire, add back, one more crash: not over the cap."""
+    table = TaskTable(2, 100, max_task_restarts=1, restart_window=window, clock=Clock())
+    start_all(table)
+    assert not crash(table, 1).give_up
+    respawn(table, 1, 200)
+    retire_and_readd(table, 2)
+    assert table.states()[1].restarts == 0
+    respawn(table, 1, 201)
+    outcome = crash(table, 1)
+    assert (outcome.give_up, outcome.task_restarts, outcome.restarts) == (False, 1, 2)
+
+
+def test_readded_id_starts_with_no_backoff_streak() -> None:
+    """The backoff of a re-added id starts again from ``backoff``."""
+    clock = Clock()
+    table = TaskTable(2, 100, backoff=1, backoff_max=60, clock=clock)
+    start_all(table)
+    assert crash(table, 1).delay == 1
+    clock.now += 1
+    respawn(table, 1, 200)
+    assert crash(table, 1).delay == 2
+    clock.now += 2
+    respawn(table, 1, 201)
+    retire_and_readd(table, 2)
+    respawn(table, 1, 202)
+    assert crash(table, 1).delay == 1
+
+
+def test_readded_id_does_not_wait_out_the_old_backoff() -> None:
+    """A task retired while it waits out its backoff is pending at once when added back."""
+    clock = Clock()
+    table = TaskTable(2, 100, backoff=30, backoff_max=30, clock=clock)
+    start_all(table)
+    assert crash(table, 1).delay == 30
+    assert table.next_pending() is None
+    table.resize(1)
+    assert table.next_ready() is None
+    table.resize(2)
+    assert table.next_pending() == 1
+    assert table.states()[1].waiting is None
+
+
+def test_retired_workers_crash_counts_for_the_server_only() -> None:
+    """A worker that crashes while its id is out of range counts toward ``max_restarts``, but
+    its task no longer exists: no task cap, no backoff, and the id added back is new."""
+    table = TaskTable(2, 100, max_task_restarts=0, backoff=5, clock=Clock())
+    start_all(table)
+    (pid,) = table.resize(1)
+    outcome = table.exited(pid, KILLED)
+    assert outcome is not None
+    assert (outcome.give_up, outcome.replaced, outcome.delay, outcome.restarts) == (False, False, 0.0, 1)
+    table.resize(2)
+    assert table.next_pending() == 1
+    assert table.states()[1].restarts == 0
+
+
+# -- memory stays flat in a long crash loop ---------------------------------------------------
+
+
+def traced_growth(table: TaskTable, clock: Clock, step: float, exits: int) -> int:
+    """Bytes the table holds more after ``exits`` further crash-and-respawn cycles of
+    task 0 than after a warm-up of 10,000."""
+    pid = 1000
+
+    def cycle(count: int) -> None:
+        nonlocal pid
+        for _ in range(count):
+            crash(table, 0)
+            clock.now += step
+            pid += 1
+            table.spawned(0, pid)
+
+    start_all(table)
+    cycle(10_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        cycle(exits)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    tasks_py = tracemalloc.Filter(True, tasks.__file__)
+    stats = after.filter_traces([tasks_py]).compare_to(before.filter_traces([tasks_py]), "filename")
+    return sum(stat.size_diff for stat in stats)
+
+
+@pytest.mark.parametrize(
+    ("window", "step"),
+    [(None, 1 / 1024), (1.0, 1 / 1024)],
+    ids=["no-window", "window"],
+)
+def test_memory_is_flat_over_100k_restarts(window: float | None, step: float) -> None:
+    """100,000 counted restarts under a cap they never reach: the table holds no more memory
+    at the end than after the first 10,000 (without a window it keeps counts only; with
+    one, the times inside it: here 1,023)."""
+    clock = Clock()
+    table = TaskTable(2, 10**9, restart_window=window, clock=clock)
+    assert traced_growth(table, clock, step, 100_000) < 16 * 1024
+    assert table.restarts == 110_000
+    assert table.counted_restarts() == (110_000 if window is None else 1023)
+    assert table.states()[0].restarts == table.counted_restarts()
+
+
+def test_restart_inside_a_window_below_the_clocks_resolution_counts() -> None:
+    """A window shorter than the clock's resolution still counts the restart that just
+    happened: with ``max_restarts=0`` the first crash gives up."""
+    table = TaskTable(1, 0, restart_window=1e-300, clock=Clock())
+    start_all(table)
+    outcome = crash(table, 0)
+    assert (outcome.restarts, outcome.give_up) == (1, True)
