@@ -27,6 +27,7 @@ _task_id: int | None = None
 _worker: Any = None  # the gunicorn worker object running in this process
 _finish_requested = False
 _stop_signal: int | None = None
+_recycled = False  # the worker had ended its loop on its own when the timeout abort came
 
 # Set in the arbiter for the length of one fork: what the child needs first.
 _forking_task: int | None = None
@@ -155,15 +156,24 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
         ending = REPORT_RECYCLED  # the worker ended its own loop: max_requests or code reload
     except SystemExit as exc:
         if exc.code in (0, None):
-            ending = REPORT_FINISHED
+            # aiohttp's worker leaves its loop with sys.exit(0) after max_requests: a
+            # worker that cleared `alive` itself recycled; with `alive` set, the app ended it.
+            ending = REPORT_RECYCLED if _left_loop_itself(worker) else REPORT_FINISHED
         raise
     finally:
         if _finish_requested:
             ending = REPORT_FINISHED
         elif _stop_signal is not None:
             ending = signal_report(_stop_signal)
+        elif _recycled:
+            ending = REPORT_RECYCLED
         if ending:
             _write_report(worker, ending)
+
+
+def _left_loop_itself(worker: Any) -> bool:
+    """Whether ``worker`` cleared its own ``alive`` flag: no stop signal, no finish_task()."""
+    return not getattr(worker, "alive", True) and _stop_signal is None and not _finish_requested
 
 
 def _runs_uvicorn(worker: Any) -> bool:
@@ -174,16 +184,27 @@ def _runs_uvicorn(worker: Any) -> bool:
 
 
 def _note_signal(default: int, handler: Callable[..., Any], *args: Any) -> Any:
-    global _stop_signal
-    _stop_signal = args[0] if args and isinstance(args[0], int) else default
+    global _stop_signal, _recycled
+    signum = args[0] if args and isinstance(args[0], int) else default
+    if signum == signal.SIGABRT and _worker is not None and _left_loop_itself(_worker):
+        # The timeout abort came after the worker had ended its loop for max_requests or a
+        # code reload: only its drain or its exit outlasted `timeout`. Report the recycle
+        # now, as the abort may end the process before any finally block runs.
+        _recycled = True
+        _write_report(_worker, REPORT_RECYCLED)
+    else:
+        _stop_signal = signum
     return handler(*args)
 
 
 def _write_report(worker: Any, report: bytes) -> None:
     try:
-        os.pwrite(worker.tmp.fileno(), report.ljust(_REPORT_SIZE, b"\0"), 0)
-        # Writing moves the file's mtime to wall-clock time; restore gunicorn's heartbeat.
-        worker.tmp.notify()
+        fd = worker.tmp.fileno()
+        before = os.fstat(fd)
+        os.pwrite(fd, report.ljust(_REPORT_SIZE, b"\0"), 0)
+        # Writing moves the file's times, which are gunicorn's heartbeat: a report is not
+        # a sign of life, so put them back as they were.
+        os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
     except (OSError, ValueError):
         pass
 
