@@ -95,9 +95,13 @@ def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
 
 
 def adopt(worker: Any, task: int) -> None:
-    """Give a new gunicorn worker object its task id and wrap its ``init_process``."""
+    """Give a new gunicorn worker object its task id and wrap its ``init_process`` and
+    ``init_signals``."""
     worker.task_id = task
     worker.init_process = functools.partial(_run, worker, worker.init_process)
+    # Every worker class reaches init_signals() from gunicorn's base init_process(), right
+    # after it dropped privileges (`user`, `group`), which cleared the parent-death signal.
+    worker.init_signals = functools.partial(_rearm_parent_death, worker.init_signals)
 
 
 def read_report(worker: Any) -> bytes:
@@ -128,6 +132,15 @@ def _after_fork_in_child() -> None:
         _set_pdeathsig()
     if os.getppid() != _arbiter_pid:
         os._exit(1)  # the arbiter died before parent-death was armed
+
+
+def _rearm_parent_death(init_signals: Callable[[], None]) -> None:
+    """Arm parent-death again (changing credentials disarmed it), then the class's handlers."""
+    if _set_pdeathsig is not None:
+        _set_pdeathsig()
+    if os.getppid() != _arbiter_pid:
+        os._exit(1)  # the arbiter died while parent-death was disarmed
+    init_signals()
 
 
 def _run(worker: Any, init_process: Callable[[], None]) -> None:
