@@ -34,6 +34,9 @@ _forking_task: int | None = None
 _arbiter_pid = 0
 _saved_sigmask: set[int] | None = None  # the mask to restore, when SIGCHLD was blocked
 _set_pdeathsig: Callable[[], None] | None = None
+# SIGALRM's disposition before the arbiter could take SIGALRM for its backoff timer: what
+# a worker of plain gunicorn starts with.
+_alarm_disposition: Any = None
 
 # gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
 # asyncio-loop ones of its ASGI worker, with the signal each stands for.
@@ -70,9 +73,10 @@ def finish_task() -> None:
 
 def enable(arbiter_pid: int) -> None:
     """Prepare this (arbiter) process: the at-fork hook, and parent-death where Linux has it."""
-    global _arbiter_pid, _set_pdeathsig
+    global _arbiter_pid, _set_pdeathsig, _alarm_disposition
     _arbiter_pid = arbiter_pid
     if _set_pdeathsig is None:
+        _alarm_disposition = signal.getsignal(signal.SIGALRM)
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _set_pdeathsig = _pdeathsig_setter() or (lambda: None)
 
@@ -126,6 +130,9 @@ def _after_fork_in_child() -> None:
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    if _alarm_disposition is not None:
+        # The arbiter's backoff timer handler would otherwise swallow the app's alarm().
+        signal.signal(signal.SIGALRM, _alarm_disposition)
     if _saved_sigmask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
