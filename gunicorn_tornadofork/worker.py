@@ -59,12 +59,16 @@ def finish_task() -> None:
     """End the calling worker's task after the current request.
 
     The worker shuts down gracefully, as on SIGTERM, exits with status 0, and the arbiter
-    does not replace it; once every task has finished, the server exits 0.
-    Raises RuntimeError outside a worker of a server with the plugin installed.
+    does not replace it; once every task has finished, the server exits 0. Called from the
+    ``post_fork`` hook, the worker ends before it boots. Raises RuntimeError outside a worker
+    of a server with the plugin installed.
     """
     global _finish_requested
     if _worker is None:
-        raise RuntimeError("finish_task() must be called inside a gunicorn_tornadofork worker")
+        if _task_id is None:
+            raise RuntimeError("finish_task() must be called inside a gunicorn_tornadofork worker")
+        _finish_requested = True  # post_fork: the worker's init_process sees it first thing
+        return
     _finish_requested = True
     _write_report(_worker, REPORT_FINISHED)
     # The worker's own SIGTERM handler is the graceful stop every worker class implements.
@@ -155,6 +159,10 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
     global _worker
     _worker = worker
     setproctitle.setproctitle(f"{setproctitle.getproctitle()} task {worker.task_id}")
+    if _finish_requested:
+        # finish_task() from the post_fork hook: the task ends before the worker boots.
+        _write_report(worker, REPORT_FINISHED)
+        raise SystemExit(0)
     uvicorn = _runs_uvicorn(worker)
     if not uvicorn:
         # uvicorn's server handles SIGTERM and SIGINT itself (and raises them again once it
