@@ -37,6 +37,8 @@ _set_pdeathsig: Callable[[], None] | None = None
 # SIGALRM's disposition before the arbiter could take SIGALRM for its backoff timer: what
 # a worker of plain gunicorn starts with.
 _alarm_disposition: Any = None
+# Where the arbiter's own signal handlers are defined (the backoff's SIGALRM handler).
+_ARBITER_MODULE = __name__.rpartition(".")[0] + ".arbiter"
 
 # gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
 # asyncio-loop ones of its ASGI worker, with the signal each stands for.
@@ -134,8 +136,10 @@ def _after_fork_in_child() -> None:
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    if _alarm_disposition is not None:
-        # The arbiter's backoff timer handler would otherwise swallow the app's alarm().
+    alarm_handler = signal.getsignal(signal.SIGALRM)
+    if _alarm_disposition is not None and getattr(alarm_handler, "__module__", None) == _ARBITER_MODULE:
+        # The arbiter's backoff timer handler would otherwise swallow the app's alarm();
+        # a handler someone else installed in the master stays, as in plain gunicorn.
         signal.signal(signal.SIGALRM, _alarm_disposition)
     if _saved_sigmask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)

@@ -40,11 +40,24 @@ def one_worker(server: Server) -> int:
     return pid
 
 
+# A master hook that takes SIGALRM for itself after the arbiter set up its handlers: plain
+# gunicorn's workers inherit that handler.
+ALARM_IN_WHEN_READY = """
+import signal
+
+def when_ready(server):
+    signal.signal(signal.SIGALRM, lambda signum, frame: None)
+"""
+
+
+@pytest.mark.parametrize("hook", ["", ALARM_IN_WHEN_READY], ids=["plain", "alarm-in-when_ready"])
 @pytest.mark.parametrize("args", CLASSES, ids=[c[0] for c in CLASSES])
-def test_worker_signal_dispositions_match_plain_gunicorn(gunicorn: Start, args: tuple[str, ...]) -> None:
+def test_worker_signal_dispositions_match_plain_gunicorn(
+    gunicorn: Start, args: tuple[str, ...], hook: str
+) -> None:
     """A worker of the plugin with ``backoff`` on blocks, ignores and catches exactly the
     signals that a worker of plain gunicorn (same class, same config) does."""
-    config = "workers = 1\n"
+    config = "workers = 1\n" + hook
     plain = gunicorn(config=config, args=["-k", *args], install=False)
     plugin = gunicorn(options="backoff=1", config=config, args=["-k", *args])
     expected = signal_masks(one_worker(plain))
