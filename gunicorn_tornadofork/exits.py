@@ -11,8 +11,10 @@ from dataclasses import dataclass
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
 
-#: Signals that, sent by the arbiter, mean "stop": shutdown, scale-down, reload.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGKILL})
+#: Signals that, sent by the arbiter, mean "stop": shutdown, scale-down, reload. SIGKILL is
+#: not one: the arbiter sends it after one of these (when ``graceful_timeout`` is due), and
+#: gunicorn sends it to finish off a worker aborted for its ``timeout``.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGQUIT, signal.SIGINT})
 
 # A worker writes one of these reports into its heartbeat file as it ends.
 REPORT_FINISHED = b"F"
@@ -93,6 +95,10 @@ def parse_report(report: bytes) -> tuple[bytes, int | None]:
 def classify(status: int, report: bytes = b"", *, requested: bool = False, aborted: bool = False) -> Exit:
     """Judge a worker's end from its wait ``status``, its ``report``, and whether the
     arbiter had asked it to stop (``requested``) or aborted it for a timeout (``aborted``).
+
+    Precedence: statuses 3 and 4; then the worker's own finished or recycled report and a
+    requested stop, which a later timeout abort does not change; then the abort; then the
+    status alone.
     """
     kind, reported_signal = parse_report(report)
     code = os.waitstatus_to_exitcode(status)
@@ -101,14 +107,19 @@ def classify(status: int, report: bytes = b"", *, requested: bool = False, abort
         return Exit(Ending.BOOT_FAILED, status=code)
     if exited and code == APP_LOAD_ERROR:
         return Exit(Ending.APP_FAILED, status=code)
-    if aborted:
-        return Exit(Ending.TIMED_OUT, signal=-code if code < 0 else None, status=code if exited else None)
-    if kind == REPORT_FINISHED and (code == 0 or code == -signal.SIGTERM):
+    if kind == REPORT_FINISHED and (aborted or code == 0 or code == -signal.SIGTERM):
         # finish_task() ends a worker through its own SIGTERM handler; some worker
-        # classes re-raise that signal once they have shut down.
+        # classes re-raise that signal once they have shut down. An abort that came
+        # after the report only cut short the worker's exit (a slow worker_exit).
         return Exit(Ending.FINISHED, status=0)
     if requested:
         return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)
+    if kind == REPORT_RECYCLED and aborted:
+        # The worker had left its loop for max_requests or a code reload when the abort
+        # came: its drain or its worker_exit outlasted `timeout`, its loop did not hang.
+        return Exit(Ending.RECYCLED, status=0)
+    if aborted:
+        return Exit(Ending.TIMED_OUT, signal=-code if code < 0 else None, status=code if exited else None)
     if not exited:
         return Exit(Ending.KILLED, signal=-code)
     if kind == _REPORT_SIGNAL:

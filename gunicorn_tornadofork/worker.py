@@ -27,12 +27,18 @@ _task_id: int | None = None
 _worker: Any = None  # the gunicorn worker object running in this process
 _finish_requested = False
 _stop_signal: int | None = None
+_recycled = False  # the worker had ended its loop on its own when the timeout abort came
 
 # Set in the arbiter for the length of one fork: what the child needs first.
 _forking_task: int | None = None
 _arbiter_pid = 0
 _saved_sigmask: set[int] | None = None  # the mask to restore, when SIGCHLD was blocked
 _set_pdeathsig: Callable[[], None] | None = None
+# SIGALRM's disposition before the arbiter could take SIGALRM for its backoff timer: what
+# a worker of plain gunicorn starts with.
+_alarm_disposition: Any = None
+# Where the arbiter's own signal handlers are defined (the backoff's SIGALRM handler).
+_ARBITER_MODULE = __name__.rpartition(".")[0] + ".arbiter"
 
 # gunicorn's stop handlers (sync, gthread, gevent, eventlet, tornado workers) and the
 # asyncio-loop ones of its ASGI worker, with the signal each stands for.
@@ -55,12 +61,16 @@ def finish_task() -> None:
     """End the calling worker's task after the current request.
 
     The worker shuts down gracefully, as on SIGTERM, exits with status 0, and the arbiter
-    does not replace it; once every task has finished, the server exits 0.
-    Raises RuntimeError outside a worker of a server with the plugin installed.
+    does not replace it; once every task has finished, the server exits 0. Called from the
+    ``post_fork`` hook, the worker ends before it boots. Raises RuntimeError outside a worker
+    of a server with the plugin installed.
     """
     global _finish_requested
     if _worker is None:
-        raise RuntimeError("finish_task() must be called inside a gunicorn_tornadofork worker")
+        if _task_id is None:
+            raise RuntimeError("finish_task() must be called inside a gunicorn_tornadofork worker")
+        _finish_requested = True  # post_fork: the worker's init_process sees it first thing
+        return
     _finish_requested = True
     _write_report(_worker, REPORT_FINISHED)
     # The worker's own SIGTERM handler is the graceful stop every worker class implements.
@@ -69,9 +79,10 @@ def finish_task() -> None:
 
 def enable(arbiter_pid: int) -> None:
     """Prepare this (arbiter) process: the at-fork hook, and parent-death where Linux has it."""
-    global _arbiter_pid, _set_pdeathsig
+    global _arbiter_pid, _set_pdeathsig, _alarm_disposition
     _arbiter_pid = arbiter_pid
     if _set_pdeathsig is None:
+        _alarm_disposition = signal.getsignal(signal.SIGALRM)
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _set_pdeathsig = _pdeathsig_setter() or (lambda: None)
 
@@ -94,9 +105,13 @@ def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
 
 
 def adopt(worker: Any, task: int) -> None:
-    """Give a new gunicorn worker object its task id and wrap its ``init_process``."""
+    """Give a new gunicorn worker object its task id and wrap its ``init_process`` and
+    ``init_signals``."""
     worker.task_id = task
     worker.init_process = functools.partial(_run, worker, worker.init_process)
+    # Every worker class reaches init_signals() from gunicorn's base init_process(), right
+    # after it dropped privileges (`user`, `group`), which cleared the parent-death signal.
+    worker.init_signals = functools.partial(_rearm_parent_death, worker.init_signals)
 
 
 def read_report(worker: Any) -> bytes:
@@ -121,6 +136,11 @@ def _after_fork_in_child() -> None:
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    alarm_handler = signal.getsignal(signal.SIGALRM)
+    if _alarm_disposition is not None and getattr(alarm_handler, "__module__", None) == _ARBITER_MODULE:
+        # The arbiter's backoff timer handler would otherwise swallow the app's alarm();
+        # a handler someone else installed in the master stays, as in plain gunicorn.
+        signal.signal(signal.SIGALRM, _alarm_disposition)
     if _saved_sigmask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
@@ -129,11 +149,24 @@ def _after_fork_in_child() -> None:
         os._exit(1)  # the arbiter died before parent-death was armed
 
 
+def _rearm_parent_death(init_signals: Callable[[], None]) -> None:
+    """Arm parent-death again (changing credentials disarmed it), then the class's handlers."""
+    if _set_pdeathsig is not None:
+        _set_pdeathsig()
+    if os.getppid() != _arbiter_pid:
+        os._exit(1)  # the arbiter died while parent-death was disarmed
+    init_signals()
+
+
 def _run(worker: Any, init_process: Callable[[], None]) -> None:
     """The worker's ``init_process``, titled with its task id and reporting how it ended."""
     global _worker
     _worker = worker
     setproctitle.setproctitle(f"{setproctitle.getproctitle()} task {worker.task_id}")
+    if _finish_requested:
+        # finish_task() from the post_fork hook: the task ends before the worker boots.
+        _write_report(worker, REPORT_FINISHED)
+        raise SystemExit(0)
     uvicorn = _runs_uvicorn(worker)
     if not uvicorn:
         # uvicorn's server handles SIGTERM and SIGINT itself (and raises them again once it
@@ -155,15 +188,24 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
         ending = REPORT_RECYCLED  # the worker ended its own loop: max_requests or code reload
     except SystemExit as exc:
         if exc.code in (0, None):
-            ending = REPORT_FINISHED
+            # aiohttp's worker leaves its loop with sys.exit(0) after max_requests: a
+            # worker that cleared `alive` itself recycled; with `alive` set, the app ended it.
+            ending = REPORT_RECYCLED if _left_loop_itself(worker) else REPORT_FINISHED
         raise
     finally:
         if _finish_requested:
             ending = REPORT_FINISHED
         elif _stop_signal is not None:
             ending = signal_report(_stop_signal)
+        elif _recycled:
+            ending = REPORT_RECYCLED
         if ending:
             _write_report(worker, ending)
+
+
+def _left_loop_itself(worker: Any) -> bool:
+    """Whether ``worker`` cleared its own ``alive`` flag: no stop signal, no finish_task()."""
+    return not getattr(worker, "alive", True) and _stop_signal is None and not _finish_requested
 
 
 def _runs_uvicorn(worker: Any) -> bool:
@@ -174,16 +216,27 @@ def _runs_uvicorn(worker: Any) -> bool:
 
 
 def _note_signal(default: int, handler: Callable[..., Any], *args: Any) -> Any:
-    global _stop_signal
-    _stop_signal = args[0] if args and isinstance(args[0], int) else default
+    global _stop_signal, _recycled
+    signum = args[0] if args and isinstance(args[0], int) else default
+    if signum == signal.SIGABRT and _worker is not None and _left_loop_itself(_worker):
+        # The timeout abort came after the worker had ended its loop for max_requests or a
+        # code reload: only its drain or its exit outlasted `timeout`. Report the recycle
+        # now, as the abort may end the process before any finally block runs.
+        _recycled = True
+        _write_report(_worker, REPORT_RECYCLED)
+    else:
+        _stop_signal = signum
     return handler(*args)
 
 
 def _write_report(worker: Any, report: bytes) -> None:
     try:
-        os.pwrite(worker.tmp.fileno(), report.ljust(_REPORT_SIZE, b"\0"), 0)
-        # Writing moves the file's mtime to wall-clock time; restore gunicorn's heartbeat.
-        worker.tmp.notify()
+        fd = worker.tmp.fileno()
+        before = os.fstat(fd)
+        os.pwrite(fd, report.ljust(_REPORT_SIZE, b"\0"), 0)
+        # Writing moves the file's times, which are gunicorn's heartbeat: a report is not
+        # a sign of life, so put them back as they were.
+        os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
     except (OSError, ValueError):
         pass
 

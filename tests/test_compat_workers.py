@@ -38,6 +38,7 @@ class Kind:
     modules: tuple[str, ...] = ()  # packages the class needs
     bundled: bool = True  # one of gunicorn's own classes (not every version has each)
     stray_term: str = STRAY_TERM_HANDLED
+    recycle_after: int = 2  # requests it takes with ``max_requests = 2``
 
     def check(self) -> None:
         """Skip unless this Python and this gunicorn can run the class."""
@@ -72,6 +73,19 @@ UVICORN_LEGACY = Kind(
     stray_term=STRAY_TERM_KILLED,
 )
 
+# aiohttp's workers leave their loop with sys.exit(0) after more than `max_requests`
+# requests (they check the count once a second).
+AIOHTTP = Kind(
+    "aiohttp.GunicornWebWorker", app="aiohttpapp:app", modules=("aiohttp",), bundled=False, recycle_after=3
+)
+AIOHTTP_UVLOOP = Kind(
+    "aiohttp.GunicornUVLoopWebWorker",
+    app="aiohttpapp:app",
+    modules=("aiohttp", "uvloop"),
+    bundled=False,
+    recycle_after=3,
+)
+
 KINDS = [
     pytest.param(SYNC, id="sync", marks=pytest.mark.compat),
     pytest.param(GTHREAD, id="gthread", marks=pytest.mark.compat),
@@ -81,6 +95,8 @@ KINDS = [
     pytest.param(ASGI, id="asgi"),
     pytest.param(UVICORN, id="uvicorn"),
     pytest.param(UVICORN_LEGACY, id="uvicorn-legacy"),
+    pytest.param(AIOHTTP, id="aiohttp", marks=pytest.mark.compat),
+    pytest.param(AIOHTTP_UVLOOP, id="aiohttp-uvloop", marks=pytest.mark.compat),
 ]
 
 Start = Callable[..., Server]
@@ -223,7 +239,7 @@ def test_max_requests_recycles_same_id_uncounted(gunicorn: Start, kind: Kind) ->
     """A worker recycled after ``max_requests`` is replaced with the same id and is not
     counted: with ``max_restarts=0`` the server keeps running."""
     server, old = start(gunicorn, kind, workers=1, options="max_restarts=0", config="max_requests = 2\n")
-    for _ in range(2):
+    for _ in range(kind.recycle_after):
         assert int(answer(server)["pid"]) == old[0]
     server.wait_log(f"task 0 (pid {old[0]}) recycled, replacing it")
     new = replaced(server, old, 0)

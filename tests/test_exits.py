@@ -75,9 +75,12 @@ def test_requested_stop_is_stopped(status: int, report: bytes, expected: Exit) -
 
 
 def test_stop_signals_are_the_arbiters() -> None:
-    """The signals by which the arbiter stops workers (shutdown, scale-down, reload, the
-    graceful timeout) are the ones that mark a stop request; the timeout abort is not one."""
-    assert {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGKILL} == STOP_SIGNALS
+    """The signals by which the arbiter stops workers (shutdown, scale-down, reload) are the
+    ones that mark a stop request. Neither the timeout abort nor SIGKILL is one: SIGKILL
+    follows a stop signal when ``graceful_timeout`` is due, and finishes off an aborted
+    worker, whose timeout it must not turn into a requested stop."""
+    assert {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT} == STOP_SIGNALS
+    assert signal.SIGKILL not in STOP_SIGNALS
     assert signal.SIGABRT not in STOP_SIGNALS
     assert signal.SIGHUP not in STOP_SIGNALS
 
@@ -192,26 +195,72 @@ def test_other_nonzero_status_is_failed(code: int, report: bytes) -> None:
 # -- timeouts (the arbiter aborted it) ---------------------------------------------------
 
 
+# How an aborted worker can end: its SIGABRT handler's sys.exit(1) (gunicorn 23), exit 0
+# (gunicorn 27's sync worker swallows that SystemExit in its request handler), death by
+# SIGABRT (a class without a handler, or one already removed), or the SIGKILL that gunicorn
+# sends on its next pass to a worker still there.
+ABORT_STATUSES = [exited(1), exited(0), killed(signal.SIGABRT, core=True), killed(signal.SIGKILL)]
+
+
+def abort_exit(status: int) -> Exit:
+    """The TIMED_OUT end of a worker aborted with wait ``status``, with its signal or status."""
+    code = os.waitstatus_to_exitcode(status)
+    return Exit(Ending.TIMED_OUT, signal=-code) if code < 0 else Exit(Ending.TIMED_OUT, status=code)
+
+
+@pytest.mark.parametrize("status", ABORT_STATUSES)
+@pytest.mark.parametrize("report", [b"", padded(signal_report(signal.SIGABRT)), b"garbage!"])
+def test_aborted_in_its_loop_is_timed_out(status: int, report: bytes) -> None:
+    """A worker aborted for a timeout while still in its loop (no report, or the report of
+    its SIGABRT handler) is TIMED_OUT and counted, whatever its status says."""
+    result = classify(status, report, aborted=True)
+    assert result == abort_exit(status)
+    assert result.ending.counted
+
+
+@pytest.mark.parametrize("status", ABORT_STATUSES)
+def test_finished_then_aborted_is_finished(status: int) -> None:
+    """A worker that had finished its task (finish_task() reports at once) and was aborted
+    afterwards, in a slow worker_exit, finished: not replaced, not counted."""
+    result = classify(status, padded(REPORT_FINISHED), aborted=True)
+    assert result == Exit(Ending.FINISHED, status=0)
+    assert not result.ending.counted
+
+
+@pytest.mark.parametrize("status", ABORT_STATUSES)
+def test_recycled_then_aborted_is_recycled(status: int) -> None:
+    """A worker that had left its loop for max_requests or a code reload and was aborted
+    during its drain or its worker_exit recycled: replaced, not counted."""
+    result = classify(status, padded(REPORT_RECYCLED), aborted=True)
+    assert result == Exit(Ending.RECYCLED, status=0)
+    assert not result.ending.counted
+
+
+@pytest.mark.parametrize("status", ABORT_STATUSES)
 @pytest.mark.parametrize(
-    ("status", "report", "expected"),
-    [
-        # gunicorn 23: the SIGABRT handler's sys.exit(1)
-        (exited(1), padded(signal_report(signal.SIGABRT)), Exit(Ending.TIMED_OUT, status=1)),
-        # gunicorn 27 sync worker: the request handler swallows that SystemExit, exit 0
-        (exited(0), padded(signal_report(signal.SIGABRT)), Exit(Ending.TIMED_OUT, status=0)),
-        (exited(0), b"", Exit(Ending.TIMED_OUT, status=0)),
-        (exited(0), padded(REPORT_RECYCLED), Exit(Ending.TIMED_OUT, status=0)),
-        (killed(signal.SIGABRT, core=True), b"", Exit(Ending.TIMED_OUT, signal=signal.SIGABRT)),
-        # still alive after the abort: the arbiter's SIGKILL
-        (killed(signal.SIGKILL), b"", Exit(Ending.TIMED_OUT, signal=signal.SIGKILL)),
-    ],
+    "report", [b"", padded(REPORT_RECYCLED), padded(signal_report(signal.SIGTERM)), padded(signal_report(6))]
 )
-@pytest.mark.parametrize("requested", [False, True])
-def test_aborted_is_timed_out(status: int, report: bytes, expected: Exit, requested: bool) -> None:
-    """A worker the arbiter aborted for a timeout is TIMED_OUT and counted, whatever its
-    status says, even if the arbiter also asked it to stop (SIGKILL after the abort)."""
-    result = classify(status, report, requested=requested, aborted=True)
-    assert result == expected
+def test_requested_then_aborted_is_stopped(status: int, report: bytes) -> None:
+    """A worker the arbiter asked to stop (scale-down, reload, shutdown) and then aborted
+    for its timeout (a slow worker_exit) is STOPPED, not counted."""
+    code = os.waitstatus_to_exitcode(status)
+    result = classify(status, report, requested=True, aborted=True)
+    assert result == Exit(
+        Ending.STOPPED, signal=-code if code < 0 else None, status=code if code >= 0 else None
+    )
+    assert not result.ending.counted
+
+
+@pytest.mark.parametrize("status", ABORT_STATUSES)
+def test_finished_beats_requested_and_aborted(status: int) -> None:
+    """A finished report beats both a stop request and an abort."""
+    assert classify(status, padded(REPORT_FINISHED), requested=True, aborted=True).ending is Ending.FINISHED
+
+
+def test_stray_signal_then_aborted_is_timed_out() -> None:
+    """A stop signal nobody in the arbiter sent, then an abort: still counted (a timeout)."""
+    result = classify(exited(1), padded(signal_report(signal.SIGTERM)), aborted=True)
+    assert result == Exit(Ending.TIMED_OUT, status=1)
     assert result.ending.counted
 
 

@@ -93,12 +93,14 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         assert result.status == code
         return
     assert not result.ending.halts
-    if aborted:
-        assert result.ending is Ending.TIMED_OUT
-    elif finished_report and code in (0, -signal.SIGTERM):
+    if finished_report and (aborted or code in (0, -signal.SIGTERM)):
         assert result == Exit(Ending.FINISHED, status=0)
     elif requested:
         assert result.ending is Ending.STOPPED
+    elif aborted and bare == REPORT_RECYCLED:
+        assert result == Exit(Ending.RECYCLED, status=0)
+    elif aborted:
+        assert result.ending is Ending.TIMED_OUT
     elif code < 0:
         assert result == Exit(Ending.KILLED, signal=-code)
         assert signal_name(-code) in text
@@ -115,8 +117,11 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
     if result.ending in (Ending.STOPPED, Ending.TIMED_OUT):
         assert (result.signal, result.status) == ((-code, None) if code < 0 else (None, code))
     # a worker that the arbiter did not ask to stop, and that neither exited 0 nor finished,
-    # always counts
-    if aborted or (not requested and code != 0 and not (finished_report and code == -signal.SIGTERM)):
+    # always counts; so does an abort, unless the worker had finished or recycled before it
+    own_end = finished_report or bare == REPORT_RECYCLED
+    if aborted and not requested and not own_end:
+        assert result.ending.counted
+    if not aborted and not requested and code != 0 and not (finished_report and code == -signal.SIGTERM):
         assert result.ending.counted
 
 
@@ -224,7 +229,7 @@ class Arbiter:
         return exit, over
 
     def stop(self, pid: int) -> None:
-        """The arbiter sends ``pid`` a stop signal (TERM, QUIT, INT or KILL)."""
+        """The arbiter sends ``pid`` a stop signal (TERM, QUIT or INT)."""
         self.table.stop_requested(pid)
         self.stopping.add(pid)
 
@@ -319,35 +324,51 @@ class Arbiter:
         return f"request_stop: pid {pid}"
 
     def stopped(self, d: Digits) -> str:
-        """A worker the arbiter asked to stop exits: not counted, unless it had timed out."""
+        """A worker the arbiter asked to stop exits: not counted, even if it was also aborted
+        for its timeout (a slow worker_exit)."""
         if not self.stopping:
             return "stopped: no stopping worker"
         pid, status = d.choice(sorted(self.stopping)), d.choice(STOP_STATUSES)
         exit, _ = self.end(pid, status, b"")
-        assert exit.ending in (Ending.STOPPED, Ending.TIMED_OUT)
-        assert exit.ending.counted == (exit.ending is Ending.TIMED_OUT)
+        assert exit.ending is Ending.STOPPED
+        assert not exit.ending.counted
         return f"stopped: pid {pid} status {status:#x} -> {exit.ending.name}"
 
     def time_out(self, d: Digits) -> str:
-        """The arbiter aborts a worker that missed its heartbeat, and maybe SIGKILLs it later."""
+        """The arbiter aborts a worker that missed its heartbeat (its SIGKILL later is no
+        stop request)."""
         pids = self.free_pids()
         if not pids:
             return "time_out: no free worker"
-        pid, then_kill = d.choice(sorted(pids)), d.choice([False, True])
+        pid = d.choice(sorted(pids))
         self.aborted.add(pid)
-        if then_kill:
-            self.stop(pid)
-        return f"time_out: pid {pid}" + (" then SIGKILL" if then_kill else "")
+        return f"time_out: pid {pid}"
 
     def timed_out(self, d: Digits) -> str:
-        """An aborted worker ends, whatever its status: counted as a timeout."""
+        """An aborted worker still in its loop ends, whatever its status: counted as a
+        timeout, unless the arbiter had also asked it to stop."""
         if not self.aborted:
             return "timed_out: no aborted worker"
         pid = d.choice(sorted(self.aborted))
         status, report = d.choice(ABORT_STATUSES), d.choice([b"", signal_report(signal.SIGABRT)])
+        expected = Ending.STOPPED if pid in self.stopping else Ending.TIMED_OUT
         exit, _ = self.end(pid, status, report)
-        assert exit.ending is Ending.TIMED_OUT
+        assert exit.ending is expected
         return f"timed_out: pid {pid} status {status:#x} -> {exit.ending.name}"
+
+    def slow_exit(self, d: Digits) -> str:
+        """A worker that had finished its task or recycled is aborted during its exit (a
+        worker_exit that outlasts ``timeout``): its own end stands, not counted."""
+        pids = [p for p in self.holder if p not in self.stopping]
+        if not pids:
+            return "slow_exit: no worker"
+        pid, status = d.choice(sorted(pids)), d.choice(ABORT_STATUSES)
+        report = d.choice([REPORT_FINISHED, REPORT_RECYCLED])
+        self.aborted.add(pid)
+        exit, _ = self.end(pid, status, padded(report))
+        assert exit.ending is (Ending.FINISHED if report == REPORT_FINISHED else Ending.RECYCLED)
+        assert not exit.ending.counted
+        return f"slow_exit: pid {pid} status {status:#x} report {report!r}"
 
     def scale(self, d: Digits) -> str:
         """TTIN/TTOU: the table says which workers to retire; the arbiter stops them."""
@@ -451,6 +472,7 @@ EVENTS: list[Callable[[Arbiter, Digits], str]] = [
     Arbiter.stopped,
     Arbiter.time_out,
     Arbiter.timed_out,
+    Arbiter.slow_exit,
     Arbiter.scale,
     Arbiter.reload,
     Arbiter.unknown_child,

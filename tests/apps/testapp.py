@@ -1,12 +1,14 @@
 """The test app: answers ``task=<id> pid=<pid> env=<GUNICORN_TASK_ID>`` and acts on request.
 
 ``/finish`` finishes the task, ``/kill/<signal>`` signals its own worker, ``/exit/<status>``
-ends the process at once, ``/sleep/<seconds>`` holds the request.
+ends the process at once, ``/sleep/<seconds>`` holds the request, ``/alarm/<seconds>`` arms
+``signal.alarm()`` as a watchdog and then hangs.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,6 +33,9 @@ def act(path: str) -> None:
         os._exit(int(arg))
     elif action == "sleep":
         time.sleep(float(arg))
+    elif action == "alarm":
+        signal.alarm(int(arg))  # SIGALRM's default action ends the process
+        time.sleep(60)
 
 
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
