@@ -46,8 +46,16 @@ def tests(session: nox.Session, gunicorn: str) -> None:
     session.run("pytest", *session.posargs)
 
 
-# The tests of the README's Guarantees, run on every gunicorn of the matrix.
-GUARANTEES = ["tests/test_faults.py", "tests/test_security.py", "tests/test_load_changes.py"]
+# The tests of the README's Guarantees and of its signal, life-cycle and deployment tables: the
+# whole of them on every gunicorn of the matrix.
+ON_EVERY_GUNICORN = [
+    "tests/test_faults.py",
+    "tests/test_security.py",
+    "tests/test_load_changes.py",
+    "tests/test_compat_signals.py",
+    "tests/test_compat_lifecycle.py",
+    "tests/test_compat_deploy.py",
+]
 
 
 def lower_bounds(*extras: str) -> dict[str, str]:
@@ -91,11 +99,11 @@ def lowest(session: nox.Session) -> None:
     [("3.12", MIDDLE), ("3.11", NEWEST), ("3.13", OLDEST), ("3.13", NEWEST)],
 )
 def compat(session: nox.Session, gunicorn: str) -> None:
-    """The compatibility subset (pytest -m compat); on gunicorn 24.1.1 also every Guarantees test."""
+    """The compatibility subset (pytest -m compat); on gunicorn 24.1.1 also the Guarantees and tables."""
     install(session, gunicorn, "test,aiohttp")
     session.run("pytest", "-m", "compat", *session.posargs)
     if gunicorn == MIDDLE:
-        session.run("pytest", "-m", "not compat", *GUARANTEES, *session.posargs)
+        session.run("pytest", "-m", "not compat", *ON_EVERY_GUNICORN, *session.posargs)
 
 
 @nox.session(python="3.12")
