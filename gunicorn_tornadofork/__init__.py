@@ -27,7 +27,7 @@ from . import arbiter as _arbiter
 from .arbiter import GIVE_UP_STATUS
 from .exits import WORKER_BOOT_ERROR
 from .options import DEFAULT_MAX_RESTARTS, OptionError, Options
-from .worker import ENV_VAR, finish_task, task_id
+from .worker import ENV_VAR, FORK_BLOCKED, finish_task, task_id
 
 __version__ = "0.1.0"
 
@@ -154,8 +154,9 @@ def _refuse(arbiter: Any, phase: _Phase, exc: OptionError) -> NoReturn:
     if phase is _Phase.RUNNING:
         # Listeners, signal handlers and maybe workers exist: gunicorn's own halt stops the
         # workers, closes (and unlinks) the sockets, removes the pidfile, runs on_exit, exits.
-        # In pre_fork the plugin may hold SIGCHLD blocked, by which gunicorn 23 reaps.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # In pre_fork the plugin holds back the stop signals (and, on gunicorn 23, SIGCHLD,
+        # by which it reaps) around the fork: the halt needs them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED | {signal.SIGCHLD})
         arbiter.halt(exit_status=1)
     pidfile = getattr(arbiter, "pidfile", None)
     if pidfile is not None:

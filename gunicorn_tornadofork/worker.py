@@ -32,7 +32,7 @@ _recycled = False  # the worker had ended its loop on its own when the timeout a
 # Set in the arbiter for the length of one fork: what the child needs first.
 _forking_task: int | None = None
 _arbiter_pid = 0
-_saved_sigmask: set[int] | None = None  # the mask to restore, when SIGCHLD was blocked
+_saved_sigmask: set[int] | None = None  # the mask to restore after the fork
 _set_pdeathsig: Callable[[], None] | None = None
 # SIGALRM's disposition before the arbiter could take SIGALRM for its backoff timer: what
 # a worker of plain gunicorn starts with.
@@ -87,14 +87,22 @@ def enable(arbiter_pid: int) -> None:
         _set_pdeathsig = _pdeathsig_setter() or (lambda: None)
 
 
+#: Signals held back around a worker's fork: stop signals that reach the new worker before
+#: it has reset the arbiter's handlers would be lost (CPython drops signals pending at fork,
+#: and the arbiter's own handler only queues them); held, they reach the worker once it runs
+#: with the default disposition, which stops it.
+FORK_BLOCKED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
 @contextmanager
 def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
-    """Around the arbiter's fork of the worker for ``task``: the child takes that id and,
-    with ``block_sigchld``, SIGCHLD waits until the parent has recorded the new pid."""
+    """Around the arbiter's fork of the worker for ``task``: the child takes that id, stop
+    signals wait until it can act on them, and with ``block_sigchld`` SIGCHLD waits until
+    the parent has recorded the new pid."""
     global _forking_task, _saved_sigmask
     _forking_task = task
-    if block_sigchld:
-        _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})}
+    blocked = FORK_BLOCKED | {signal.SIGCHLD} if block_sigchld else FORK_BLOCKED
+    _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, blocked)}
     try:
         yield
     finally:

@@ -148,3 +148,27 @@ def _exit_via(server: Server, status: int) -> None:
     """Ask the worker to end itself with ``status`` (the request itself gets no answer)."""
     with contextlib.suppress(OSError):
         server.get(f"/exit/{status}", timeout=5)
+
+
+@pytest.mark.compat
+@pytest.mark.timeout(90)
+def test_a_stop_signal_right_after_the_fork_is_not_lost(gunicorn: Start) -> None:
+    """A worker asked to stop the moment it is forked (a TTOU handled right after the reload
+    that started it) stops at once: the signal is not lost in the instant before the new
+    worker drops the arbiter's handlers, which would leave it serving, retired, until
+    graceful_timeout runs out."""
+    server = gunicorn(config="workers = 4\ngraceful_timeout = 10\n" + BOOTED)
+    slow = []
+    for _ in range(8):
+        pids = list(server.wait_workers(range(4), timeout=20).values())
+        wait_for(lambda p=pids: all(booted(server, pid) for pid in p), 15, "every worker to boot")
+        server.signal(signal.SIGHUP)
+        server.signal(signal.SIGTTOU)
+        try:
+            server.wait_workers(range(3), timeout=5)
+        except AssertionError:
+            slow.append(server.workers())
+            server.wait_workers(range(3), timeout=20)
+        server.signal(signal.SIGTTIN)
+    assert not slow, f"a retired worker outlived its stop signal: {slow}"
+    assert "restarting (" not in server.log()
