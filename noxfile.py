@@ -46,8 +46,8 @@ def tests(session: nox.Session, gunicorn: str) -> None:
     session.run("pytest", *session.posargs)
 
 
-# The tests of the README's Guarantees and of its signal, life-cycle and deployment tables: the
-# whole of them on every gunicorn of the matrix.
+# The tests of the README's Guarantees, options and signal, life-cycle and deployment tables:
+# the whole of them on every gunicorn of the matrix.
 ON_EVERY_GUNICORN = [
     "tests/test_faults.py",
     "tests/test_security.py",
@@ -55,6 +55,9 @@ ON_EVERY_GUNICORN = [
     "tests/test_compat_signals.py",
     "tests/test_compat_lifecycle.py",
     "tests/test_compat_deploy.py",
+    "tests/test_supervision.py",
+    "tests/test_worker_signals.py",
+    "tests/test_finish_in_post_fork.py",
 ]
 
 
