@@ -24,6 +24,10 @@ pytestmark = [
 
 Start = Callable[..., Server]
 USER, GROUP = "nobody", "nogroup"
+# The interpreter running the tests may live where `nobody` cannot read (pyenv under /root):
+# load in the master what gunicorn's worker imports only after it dropped privileges
+# (random.seed() imports hashlib lazily on Python 3.13).
+PRELOAD_STDLIB = "import hashlib\n"
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def test_unprivileged_workers_die_with_a_killed_master(gunicorn: Start, kind: Ki
         pytest.importorskip(kind.module)
     nobody = pwd.getpwnam(USER).pw_uid
     server = gunicorn(
-        config=f"workers = 2\nuser = {USER!r}\ngroup = {GROUP!r}\ntimeout = 30\n",
+        config=f"workers = 2\nuser = {USER!r}\ngroup = {GROUP!r}\ntimeout = 30\n{PRELOAD_STDLIB}",
         app=kind.app,
         args=["-k", kind.worker_class],
     )
