@@ -31,6 +31,8 @@ nox.options.download_python = "never"  # the matrix runs on the interpreters at 
 # and handled in the main loop; 27.x: queued, plus the dirty arbiter and control socket.
 OLDEST, MIDDLE, NEWEST = "23.0.0", "24.1.1", "27.0.1"
 HERE = Path(__file__).parent
+# The tests mostly wait on real servers: three at a time keep two CPUs busy.
+PARALLEL = ("-n", "3")
 
 
 def install(session: nox.Session, gunicorn: str, extras: str, *args: str) -> None:
@@ -43,7 +45,7 @@ def install(session: nox.Session, gunicorn: str, extras: str, *args: str) -> Non
 def tests(session: nox.Session, gunicorn: str) -> None:
     """The whole suite, every worker class at its newest release, on gunicorn 23.0.0 and 27.0.1."""
     install(session, gunicorn, "test,workers")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 # The tests of the README's Guarantees, options and signal, life-cycle and deployment tables:
@@ -92,8 +94,8 @@ def lowest(session: nox.Session) -> None:
     constraints = Path(session.create_tmp()) / "lowest.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(bounds.items())))
     install(session, OLDEST, "test,workers", "-c", str(constraints))
-    session.run("pytest", "-m", "compat", *session.posargs)
-    session.run("pytest", "-m", "not compat", "tests/test_compat_workers.py", *session.posargs)
+    session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
+    session.run("pytest", *PARALLEL, "-m", "not compat", "tests/test_compat_workers.py", *session.posargs)
 
 
 @nox.session
@@ -106,9 +108,9 @@ def lowest(session: nox.Session) -> None:
 def compat(session: nox.Session, gunicorn: str) -> None:
     """The compatibility subset (pytest -m compat); on gunicorn 24.1.1 also the Guarantees and tables."""
     install(session, gunicorn, "test,aiohttp")
-    session.run("pytest", "-m", "compat", *session.posargs)
+    session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
     if gunicorn == MIDDLE:
-        session.run("pytest", "-m", "not compat", *ON_EVERY_GUNICORN, *session.posargs)
+        session.run("pytest", *PARALLEL, "-m", "not compat", *ON_EVERY_GUNICORN, *session.posargs)
 
 
 @nox.session(python="3.12")

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-def install(server: Any, **options: Any) -> None:
+def install(server: Any = None, *args: Any, **options: Any) -> None:
     """Activate the plugin on ``server``, the arbiter that gunicorn's ``on_starting`` hook gets.
 
     Accepted options: ``max_restarts`` (int >= 0, default 100), ``restart_window``
@@ -57,12 +57,18 @@ def install(server: Any, **options: Any) -> None:
     global _refusing
     if _refusing:
         return  # a refusal is already ending this process (install() in on_exit, child_exit)
-    arbiter = server if isinstance(server, Arbiter) else _calling_arbiter()
+    # The arbiter running on_starting is up the stack; a copy of it or another object is not.
+    arbiter = _calling_arbiter() or (server if isinstance(server, Arbiter) else None)
     phase = _phase(arbiter)
     try:
         # The first problem in this order is the one named: where it runs, then what it got.
         if phase in _MISUSE:
             raise OptionError(_MISUSE[phase].format(pid=os.getpid()))
+        if args:
+            raise OptionError(
+                f"install() takes the arbiter and keyword options only, got {len(args)} more "
+                "positional argument(s)"
+            )
         if arbiter is not server:
             raise OptionError(
                 f"install() needs the gunicorn arbiter that on_starting gets, got {type(server).__name__}"

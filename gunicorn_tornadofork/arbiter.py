@@ -85,6 +85,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     log: Any
     worker_class: Any
     num_workers: int
+    master_pid: int
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -268,6 +269,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                     f"> max_task_restarts {options.max_task_restarts}"
                 )
             self.log.debug("gave up", extra=_metric("gave_up", 1, "counter"))
+            self._show_state()  # the count that gave up, on the title for the whole shutdown
             self.log.error("%s; %s (%s)", what, GIVE_UP_REASON, why)
             raise HaltServer(GIVE_UP_REASON, GIVE_UP_STATUS)
         if ending.counted:
@@ -321,6 +323,14 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self._tornadofork.reloading = False
         self._show_state()  # gunicorn's reload() titles the master anew
 
+    def maybe_promote_master(self) -> None:
+        """gunicorn's promotion of a USR2 master, which titles it anew: the task state is
+        put back on the title."""
+        waiting = self.master_pid != 0
+        super().maybe_promote_master()
+        if waiting and self.master_pid == 0:
+            self._show_state()
+
     def setup(self, app: Any) -> None:
         """gunicorn's setup; ``workers <= 0`` means one worker per usable CPU."""
         super().setup(app)
@@ -341,6 +351,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             for pid in batch:
                 self._stop(pid)
             self._replace_batch(batch)
+            self._show_state()
         self.spawn_workers()
 
     def _replace_batch(self, pids: list[int]) -> None:

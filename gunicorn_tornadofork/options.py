@@ -47,8 +47,9 @@ class Options:
             max_restarts=_integer(options, "max_restarts", DEFAULT_MAX_RESTARTS),
             restart_window=_seconds(options, "restart_window", None, positive=True),
             max_task_restarts=_integer(options, "max_task_restarts", None),
-            backoff=_seconds(options, "backoff", 0.0),
-            backoff_max=_seconds(options, "backoff_max", 30.0),
+            backoff=(backoff := _seconds(options, "backoff", 0.0)),
+            # Unset, the ceiling is 30 s, or the first delay if that is longer.
+            backoff_max=_seconds(options, "backoff_max", max(30.0, backoff)),
             task_id_offset=_integer(options, "task_id_offset", 0),
         )
         if parsed.backoff_max < parsed.backoff:

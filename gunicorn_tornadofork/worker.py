@@ -113,13 +113,14 @@ def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
 
 
 def adopt(worker: Any, task: int) -> None:
-    """Give a new gunicorn worker object its task id and wrap its ``init_process`` and
-    ``init_signals``."""
+    """Give a new gunicorn worker object its task id and wrap its ``init_process``,
+    ``init_signals`` and ``run``."""
     worker.task_id = task
     worker.init_process = functools.partial(_run, worker, worker.init_process)
     # Every worker class reaches init_signals() from gunicorn's base init_process(), right
     # after it dropped privileges (`user`, `group`), which cleared the parent-death signal.
     worker.init_signals = functools.partial(_rearm_parent_death, worker.init_signals)
+    worker.run = functools.partial(_loop, worker, worker.run)
 
 
 def read_report(worker: Any) -> bytes:
@@ -164,6 +165,18 @@ def _rearm_parent_death(init_signals: Callable[[], None]) -> None:
     if os.getppid() != _arbiter_pid:
         os._exit(1)  # the arbiter died while parent-death was disarmed
     init_signals()
+
+
+def _loop(worker: Any, run: Callable[[], None]) -> None:
+    """The worker's main loop, not entered if a stop signal came while the app loaded.
+
+    Its class's handler has already cleared ``alive``: every loop would end at once, but
+    gunicorn's tornado worker sets ``alive`` again as its loop starts, which would undo the
+    stop and leave the worker serving until the arbiter kills it.
+    """
+    if _stop_signal is not None and not getattr(worker, "alive", True):
+        return
+    run()
 
 
 def _run(worker: Any, init_process: Callable[[], None]) -> None:

@@ -172,3 +172,24 @@ def test_a_stop_signal_right_after_the_fork_is_not_lost(gunicorn: Start) -> None
         server.signal(signal.SIGTTIN)
     assert not slow, f"a retired worker outlived its stop signal: {slow}"
     assert "restarting (" not in server.log()
+
+
+SLOW_WORKER_EXIT = """
+import time as _time
+
+def worker_exit(server, worker):
+    _time.sleep(3)
+"""
+
+
+@pytest.mark.compat
+def test_master_title_shows_the_count_that_gave_up(gunicorn: Start) -> None:
+    """While the server stops after giving up (workers with a slow ``worker_exit``), the
+    master's title shows the restart that exceeded the cap."""
+    server = gunicorn(options="max_restarts=0", config="workers = 2\n" + BOOTED + SLOW_WORKER_EXIT)
+    pids = server.wait_workers([0, 1])
+    wait_for(lambda: all(booted(server, pid) for pid in pids.values()), 15, "both workers to boot")
+    os.kill(pids[0], signal.SIGKILL)
+    server.wait_log("Too many child restarts, giving up")
+    assert proc_title(server.pid).endswith("tasks 1/2 restarts 1/0"), proc_title(server.pid)
+    assert server.wait_exit() == 5

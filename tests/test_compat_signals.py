@@ -514,6 +514,12 @@ def test_usr2_new_master_numbers_its_own_workers(gunicorn: Start) -> None:
         for task, reply in seen.items():
             assert int(reply["pid"]) == new_workers[task]
             assert reply["env"] == str(task) and int(reply["ppid"]) == new_master
+        # gunicorn titles the promoted master anew; the task state is back on it.
+        wait_for(
+            lambda: proc_title(new_master) == "gunicorn: master [testapp:wsgi] tasks 2/2 restarts 0/0",
+            5,
+            f"the promoted master's title, not {proc_title(new_master)!r}",
+        )
     finally:
         if pid_alive(new_master):
             os.kill(new_master, signal.SIGTERM)

@@ -286,3 +286,32 @@ def test_asgi_failed_lifespan_startup_is_not_a_recycle(gunicorn: Start) -> None:
     )
     assert "recycled, replacing it" not in server.log()
     assert server.wait_exit() in (3, GIVE_UP_STATUS)
+
+
+# The worker's post_worker_init says it runs, then holds the worker between its class's signal
+# handlers and its main loop for a while, as a slow app import would.
+SLOW_LOOP_START = """
+import os as _os, time as _time
+
+def post_worker_init(worker):
+    open(_os.path.join(_os.path.dirname(_os.environ["TF_EVENTS"]), f"init-{worker.pid}"), "w").close()
+    _time.sleep(1.5)
+"""
+
+
+def test_shutdown_while_a_worker_loads_is_prompt(gunicorn: Start, kind: Kind) -> None:
+    """A shutdown that reaches a worker after its signal handlers exist but before its main
+    loop runs stops it then (gunicorn's tornado worker sets ``alive`` again as its loop
+    starts, which would keep it serving until graceful_timeout ran out)."""
+    if kind in (ASGI, AIOHTTP_UVLOOP):
+        pytest.skip("loses a stop signal that comes before its event loop runs, in plain gunicorn too")
+    server = gunicorn(
+        config=f"workers = 1\ngraceful_timeout = 30\n{SLOW_LOOP_START}",
+        app=kind.app,
+        args=["-k", kind.worker_class, *kind.args],
+    )
+    pid = server.wait_workers([0])[0]
+    wait_for(lambda: (server.dir / f"init-{pid}").exists(), 20, "the worker to load")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=12) == 0
+    assert "SIGKILL" not in server.log()

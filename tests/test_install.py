@@ -22,6 +22,7 @@ from server import Server, all_pids, proc_ppid, wait_for
 pytestmark = pytest.mark.compat
 
 PREFIX = "gunicorn_tornadofork: install()"
+NEEDS_ARBITER = "install() needs the gunicorn arbiter that on_starting gets"
 
 # A worker records, as it exits, whether the master's pidfile is still there.
 WORKER_EXIT = """
@@ -74,6 +75,33 @@ def test_non_arbiter_argument(gunicorn):
     assert server.wait_exit() == 1
     line = refusal(server)
     assert "install() needs the gunicorn arbiter that on_starting gets, got WSGIApplication" in line
+    assert "Booting worker" not in server.log()
+    assert not server.pidfile.exists()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("install()", f"{NEEDS_ARBITER}, got NoneType"),
+        ("install(copy.copy(server))", f"{NEEDS_ARBITER}, got Arbiter"),
+        ("install(server, 5)", "install() takes the arbiter and keyword options only, got 1 more positional"),
+    ],
+    ids=["no-argument", "a-copy", "positional-option"],
+)
+def test_wrong_arguments_in_on_starting(gunicorn, call, message):
+    """No argument, a copy of the arbiter, a positional option: one line, exit 1, pidfile
+    removed, no worker, no traceback."""
+    server = gunicorn(
+        install=False,
+        config=config(f"""
+            import copy
+
+            def on_starting(server):
+                gunicorn_tornadofork.{call}
+            """),
+    )
+    assert server.wait_exit() == 1
+    assert message in refusal(server)
     assert "Booting worker" not in server.log()
     assert not server.pidfile.exists()
 

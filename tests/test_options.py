@@ -195,3 +195,13 @@ def test_largest_values_work_in_real_gunicorn(gunicorn: Any) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert "Traceback" not in server.log() + server.output_text()
+
+
+def test_backoff_max_follows_a_long_backoff_when_unset() -> None:
+    """Unset, ``backoff_max`` is 30 s, or ``backoff`` when that is longer; set, it must not
+    be below ``backoff``."""
+    assert Options.parse({"backoff": 60}).backoff_max == 60.0
+    assert Options.parse({"backoff": 1}).backoff_max == 30.0
+    assert Options.parse({"backoff": 60, "backoff_max": 90}).backoff_max == 90.0
+    with pytest.raises(OptionError, match=r"backoff_max must be >= backoff \(60.0\), got 30.0"):
+        Options.parse({"backoff": 60, "backoff_max": 30})
