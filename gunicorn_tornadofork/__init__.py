@@ -79,14 +79,14 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
     except OptionError as exc:
         _refusing = True
         _refuse(arbiter, phase, exc)
-    _arbiter.install(server, parsed)
+    _arbiter.install(arbiter, parsed)
     changed = [
         f"{f.name}={getattr(parsed, f.name)!r}"
         for f in fields(parsed)
         if getattr(parsed, f.name) != f.default
     ]
-    server.log.info(
-        "gunicorn_tornadofork: %d tasks%s", server.num_workers, "".join(", " + c for c in changed)
+    arbiter.log.info(
+        "gunicorn_tornadofork: %d tasks%s", arbiter.num_workers, "".join(", " + c for c in changed)
     )
 
 
