@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -62,9 +61,10 @@ def act(path: str) -> tuple[int, str]:
         hooks.SLOW_EXIT = float(seconds)
         return act(f"/{then}")
     elif action == "ignoreterm":
-        if threading.current_thread() is not threading.main_thread():
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except ValueError:
             return 409, "not the main thread"
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif action == "alarm":
         signal.alarm(int(arg))
     return 200, "ok"

@@ -133,7 +133,7 @@ class Injector:
             return self.request(f"/alarm/{arg}", killed("SIGALRM"), int(arg) + 5.0, "signal.alarm()")
         if kind == "pair":
             a, b = arg.split("+")
-            return f"{self.simple(a, pick)}; {self.simple(b, pick + 1)}"
+            return f"{self.simple(a, pick, any_live=True)}; {self.simple(b, pick + 1, any_live=True)}"
         if kind == "during-reload":
             first = self.simple("hup", pick)
             self.run.pause(event.pause)

@@ -300,6 +300,7 @@ class Model:
             if self.all_finished() and self.expected_status is None:
                 self.ending = "every task finished"
                 self.expected_status = frozenset({0})
+                self.stopping_at = now
         elif line.outcome == RECYCLED and task is not None and not task.finished:
             self._due(task, now + self.c.respawn_seconds, f"task {w.task} recycled (pid {w.pid})")
         elif line.outcome == STOPPED and task is not None and not task.finished and now <= self.reload_until:

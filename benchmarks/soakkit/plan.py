@@ -102,12 +102,13 @@ def make_plan(
     only: frozenset[str] = frozenset(),
     exclude: frozenset[str] = frozenset(),
 ) -> list[Round]:
-    """Rounds of about 20-40 s filling ``seconds``; ``mix="safe"`` leaves out what hits a
-    known bug; ``only``/``exclude`` filter event kinds."""
+    """Rounds of about 20-40 s filling ``seconds`` three times over (a round may end early:
+    the run starts rounds while its time lasts); ``mix="safe"`` leaves out what hits a known
+    bug; ``only``/``exclude`` filter event kinds."""
     rng = random.Random(seed)
     t = traits(worker_class)
     rounds: list[Round] = []
-    left = seconds
+    left = 3 * seconds
     while left > 5 or not rounds:
         length = min(left, rng.uniform(20, 40))
         if left - length < 15:
