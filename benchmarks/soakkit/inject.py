@@ -69,12 +69,17 @@ class Injector:
         if outcomes is not None:
             deadline = None if seconds is None else self.run.now() + seconds + self.slow
             self.model.expect_request(bg.id, outcomes, deadline, why)
-        self.run.wait(lambda: bg.id in self.run.begins or bg.finished(), 5.0)
+        self.began(bg)
         pid = self.run.begins.get(bg.id)
         if pid is None:
             return "request not begun" + (f" ({bg.request.error})" if bg.finished() else "")
         task = self.model.workers[pid].task if pid in self.model.workers else "?"
         return f"task {task} pid {pid}"
+
+    def began(self, bg: Background) -> None:
+        """Wait until the request's record shows which worker began it (or it ended)."""
+        self.run.wait(lambda: bg.id in self.run.begins or bg.finished(), 5.0)
+        self.run.poll()  # the record is written before the answer: read it once more
 
     # -- events ----------------------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class Injector:
         if kind == "kill-busy":
             bg = Background(self.server.port, "/sleep/2", 20)
             self.run.background.append(bg)
-            self.run.wait(lambda: bg.id in self.run.begins or bg.finished(), 5.0)
+            self.began(bg)
             pid = self.run.begins.get(bg.id)
             if pid is None or pid not in self.model.running().values():
                 return "skipped: busy worker not available"

@@ -102,13 +102,13 @@ def make_plan(
     only: frozenset[str] = frozenset(),
     exclude: frozenset[str] = frozenset(),
 ) -> list[Round]:
-    """Rounds of about 20-40 s filling ``seconds`` three times over (a round may end early:
+    """Rounds of about 20-40 s filling ``seconds`` three times over and more (a round may end early:
     the run starts rounds while its time lasts); ``mix="safe"`` leaves out what hits a known
     bug; ``only``/``exclude`` filter event kinds."""
     rng = random.Random(seed)
     t = traits(worker_class)
     rounds: list[Round] = []
-    left = 3 * seconds
+    left = 3 * seconds + 120
     while left > 5 or not rounds:
         length = min(left, rng.uniform(20, 40))
         if left - length < 15:

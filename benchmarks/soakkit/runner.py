@@ -250,10 +250,13 @@ class RoundRun:
                     self.result.log.append("(time is up: on to the finale)")
                     break
                 self.pause(event.pause if event.kind != "during-reload" else 0.0)
+                before = len(self.model.violations)
                 note = injector.inject(event)
                 self.result.events += 1
                 self.result.log.append(f"{self.now() - self.t0:7.2f}s {event} {note}")
-                if not self.settle(str(event)):
+                settled = self.settle(str(event))
+                self.tag(before, event.bugs)
+                if not settled:
                     break
             self.load.stop()
             if self.server.exit_status is None and self.model.expected_status is None:
@@ -267,6 +270,12 @@ class RoundRun:
             if self.load is not None:
                 self.load.stop()
         return self.finish()
+
+    def tag(self, since: int, bugs: tuple[str, ...]) -> None:
+        """Mark the violations found since ``since`` with the known bugs the event may hit."""
+        if bugs:
+            hint = f" [during an event that may hit known bug: {', '.join(dict.fromkeys(bugs))}]"
+            self.model.violations[since:] = [v + hint for v in self.model.violations[since:]]
 
     def check_orphans(self) -> None:
         """No process of the server may outlive its master by more than 2 s."""
