@@ -116,6 +116,7 @@ class Model:
         self.request_expectations: dict[int, Expectation] = {}
         self.unknown_ends: list[tuple[float, EndLine]] = []
         self.all_finished_logged = False
+        self.recent_sizes: list[tuple[float, int]] = []  # (until, size): sizes just left
 
     # -- queries ------------------------------------------------------------------------
 
@@ -137,6 +138,11 @@ class Model:
     def expected_ids(self) -> set[int]:
         """The ids that must have a live worker once the server has settled."""
         return {t for t in self.ids() if not self.tasks[t].finished}
+
+    def sizes(self, now: float) -> set[int]:
+        """The task counts the arbiter may hold now: signals sent together may be taken in
+        any order (the kernel delivers pending signals lowest number first)."""
+        return {self.size} | {size for until, size in self.recent_sizes if until >= now}
 
     def all_finished(self) -> bool:
         return self.size > 0 and all(self.tasks[t].finished for t in self.ids())
@@ -189,6 +195,7 @@ class Model:
         ids leave or join at the top; a retired worker is stopped, uncounted; an id that comes
         back is a new task."""
         size = max(size, 1)
+        self.recent_sizes.append((now + self.c.respawn_seconds, self.size))
         if size < self.size:
             self.wide_range.append((now + self.c.respawn_seconds, self.size))
         for task in range(self.c.offset + size, self.c.offset + self.size):
@@ -205,6 +212,11 @@ class Model:
         for task in range(self.c.offset + size, self.c.offset + self.size):
             self.tasks.pop(task, None)
         self.size = size
+        if self.all_finished() and self.expected_status is None:
+            # The unfinished tasks were retired: the server exits 0 once their workers are gone.
+            self.ending = "every task finished"
+            self.expected_status = frozenset({0})
+            self.stopping_at = now
 
     def reload(self, size: int, now: float) -> None:
         """HUP: every running task's worker is replaced, uncounted; ``size`` from the config."""
@@ -363,8 +375,12 @@ class Model:
                 self.unknown_ends.remove((seen, line))
                 self.ended(line, now)
             elif now > seen + UNKNOWN_PID_GRACE:
+                # A worker stopped before its post_fork hook ran (a TTOU right after a TTIN):
+                # judged like any other, from what was done to its task.
                 self.unknown_ends.remove((seen, line))
-                self._violate(f"the log ended pid {line.pid} (task {line.task}), a worker that never started")
+                self.notes.append(f"pid {line.pid} (task {line.task}) ended before its start was recorded")
+                self.workers[line.pid] = Worker(line.pid, line.task, seen)
+                self.ended(line, now)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -331,6 +331,7 @@ class RoundRun:
             for pid, at in self.end_seen.items()
             if self.outcomes[pid].startswith(("killed:", "exited:", "timeout")) or pid in self.ignore_term
         }
+        recycled = [at for pid, at in self.end_seen.items() if self.outcomes[pid] == "recycled"]
         for r in requests:
             if not r.failed:
                 continue
@@ -340,8 +341,14 @@ class RoundRun:
                 why = "server stopping"
             elif pid is not None and r.start - 1 <= self.end_seen.get(pid, -1e9) <= r.end + 10:
                 why = f"its worker {self.outcomes[pid].split(':')[0]}"
-            elif pid is None and any(r.start - 0.5 <= at <= r.end + 3 for at in died.values()):
+            elif pid is None and any(
+                r.start - 0.5 <= at <= r.end + GRACEFUL_TIMEOUT + 3 for at in died.values()
+            ):
                 why = "a worker died before it began"
+            elif pid is None and any(r.start - 0.5 <= at <= r.end + GRACEFUL_TIMEOUT + 3 for at in recycled):
+                # max_requests is outside the no-failure promise: a recycling gthread worker
+                # of gunicorn 23 drops the connections it accepted but did not begin.
+                why = "a worker recycled before it began"
             elif r.path.startswith("/exit/") and r.path.endswith("/sys"):
                 why = "its app raised SystemExit"
             else:
