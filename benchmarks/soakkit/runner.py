@@ -385,4 +385,9 @@ class RoundRun:
                     self.allow_system_exit or any(re.search(r"in handle_(quit|abort)\b", x) for x in block)
                 ):
                     continue
+                if "Bad file descriptor" in last and "Socket error processing request" in lines[i - 1]:
+                    # gunicorn's async workers (eventlet) closing their listener on the way out
+                    # while a request is being accepted: plain gunicorn logs it too.
+                    self.result.notes.append(f"gunicorn's own traceback in {name}: {lines[i - 1]} {last}")
+                    continue
                 self.violate(f"traceback in {name}: {last}")
