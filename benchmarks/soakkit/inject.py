@@ -15,7 +15,9 @@ from .server import TIMEOUT as WORKER_TIMEOUT
 if TYPE_CHECKING:
     from .runner import RoundRun
 
-END_SECONDS = GRACEFUL_TIMEOUT + 6.0  # a worker asked to end shows its end line by then
+END_SECONDS = GRACEFUL_TIMEOUT + 6.0
+SIGNAL_ORDER = {"hup": signal.SIGHUP, "kill": signal.SIGKILL, "usr1": signal.SIGUSR1, "ttin": signal.SIGTTIN}
+SIGNAL_ORDER["ttou"] = signal.SIGTTOU  # a worker asked to end shows its end line by then
 
 
 class Injector:
@@ -137,7 +139,9 @@ class Injector:
         if kind == "alarm":
             return self.request(f"/alarm/{arg}", killed("SIGALRM"), int(arg) + 5.0, "signal.alarm()")
         if kind == "pair":
-            a, b = arg.split("+")
+            # Pending signals reach the master lowest number first, whatever order they were
+            # sent in: send them in that order, so that the model takes them in that order too.
+            a, b = sorted(arg.split("+"), key=lambda kind: SIGNAL_ORDER[kind])
             return f"{self.simple(a, pick, any_live=True)}; {self.simple(b, pick + 1, any_live=True)}"
         if kind == "during-reload":
             first = self.simple("hup", pick)
