@@ -128,6 +128,15 @@ def test_a_promised_end_or_restart_that_does_not_come_is_flagged() -> None:
     assert any("task 1 was not restarted in time" in v for v in model.violations)
 
 
+def test_a_worker_gone_without_its_end_logged_is_flagged() -> None:
+    model = started()
+    model.gone(100, 1.0)
+    model.tick(2.0)
+    assert model.violations == []
+    model.tick(10.0)
+    assert model.violations == ["task 0 (pid 100) is gone but its end was never logged"]
+
+
 def test_restart_window_and_backoff() -> None:
     model = started(restart_window=5.0, backoff=0.5, backoff_max=2.0)
     kill(model, 100, 1.0, 1, delay=0.5)

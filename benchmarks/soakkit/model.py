@@ -71,6 +71,7 @@ class Worker:
     stop_ok: bool = False  # the arbiter had a reason to stop it (reload, scale-down, shutdown)
     ended_at: float | None = None
     outcome: str | None = None
+    gone_at: float | None = None  # when /proc first showed it gone, its end not yet logged
 
 
 @dataclass
@@ -335,6 +336,12 @@ class Model:
         """/proc showed several live workers (confirmed alive together) with one task id."""
         self._violate(f"duplicate task id in /proc: task {task} held by pids {sorted(pids)}")
 
+    def gone(self, pid: int, now: float) -> None:
+        """/proc shows worker ``pid`` gone while no end of it was logged (yet)."""
+        w = self.workers.get(pid)
+        if w is not None and w.ended_at is None and w.gone_at is None:
+            w.gone_at = now
+
     def master_exited(self, status: int, now: float) -> None:
         if self.expected_status is None:
             self._violate(f"the master exited with status {status} while the contract says it keeps running")
@@ -356,6 +363,9 @@ class Model:
     def tick(self, now: float) -> None:
         """Check every deadline that has passed."""
         for w in self.live().values():
+            if w.gone_at is not None and now > w.gone_at + UNKNOWN_PID_GRACE and self.expected_status is None:
+                w.gone_at = now + 1e9  # flagged once
+                self._violate(f"task {w.task} (pid {w.pid}) is gone but its end was never logged")
             for e in list(w.expectations):
                 if e.deadline is not None and now > e.deadline:
                     w.expectations.remove(e)

@@ -156,9 +156,10 @@ def _round(
     events: list[Event] = []
     budget = length
     retired = False  # a HUP after a TTOU brings the retired id back (the config's workers)
-    while budget > 0:
+    for _ in range(5000):  # the budget is spent on the events kept (bounded: --only may keep none)
+        if budget <= 0:
+            break
         event = _event(rng, t, workers, timeout, backoff, "max_task_restarts" in options)
-        budget -= _cost(event, timeout)
         if retired and "hup" in (event.kind + event.arg) and (backoff or "max_task_restarts" in options):
             event = Event(event.kind, event.arg, event.pick, event.pause, (*event.bugs, "retired-id-state"))
         retired = retired or "ttou" in (event.kind + event.arg)
@@ -166,6 +167,7 @@ def _round(
             continue
         if event.kind in exclude or (mix == "safe" and event.bugs):
             continue
+        budget -= _cost(event, timeout)
         events.append(event)
     return Round(index, workers, options, max_requests, jitter, privdrop, finale, tuple(events), tuple(bugs))
 

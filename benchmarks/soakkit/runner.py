@@ -148,6 +148,10 @@ class RoundRun:
         """task -> live pids from /proc; a shared id is confirmed by re-reading every pid
         twice (both seen alive around the same instant) before it is a violation."""
         tasks = observe.worker_tasks(self.server.pid)
+        now = self.now()
+        for pid in self.model.live():
+            if not observe.alive(pid):
+                self.model.gone(pid, now)
         for task, pids in tasks.items():
             if len(pids) > 1 and all(observe.alive(p) for p in pids) and all(observe.alive(p) for p in pids):
                 self.model.duplicate(task, pids)
