@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {event}" + (f"  [{', '.join(event.bugs)}]" if event.bugs else ""))
         return 0
     gunicorn = importlib.metadata.version("gunicorn")
+    try:
+        from gunicorn.util import load_class
+
+        load_class(args.worker_class, section="gunicorn.workers")
+    except Exception as exc:  # gunicorn raises RuntimeError, ImportError, ...
+        why = str(exc).splitlines()[0]
+        print(f"soak: worker class {args.worker_class!r} is not available on gunicorn {gunicorn}: {why}")
+        return 2
     root = Path(tempfile.mkdtemp(prefix="soak-"))
     os.chmod(root, 0o755)
     start = time.monotonic()

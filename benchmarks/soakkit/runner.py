@@ -313,7 +313,9 @@ class RoundRun:
         self.check_tracebacks()
         if self.baseline and self.last_usage:
             rss, fds = (b - a for a, b in zip(self.baseline, self.last_usage, strict=True))
-            self.result.log.append(f"  master RSS {rss:+d} KiB, file descriptors {fds:+d} (settled first/last)")
+            self.result.log.append(
+                f"  master RSS {rss:+d} KiB, file descriptors {fds:+d} (settled first/last)"
+            )
             if rss > RSS_GROWTH_KIB:
                 self.violate(f"master RSS grew by {rss} KiB during the round")
             if fds > FD_GROWTH:
