@@ -52,7 +52,8 @@ class Contract:
     recycles: bool = False  # max_requests > 0: any worker may recycle at any time
     graceful_timeout: float = 3.0
     timeout: float = 4.0
-    respawn_seconds: float = 6.0  # how long a replacement may take to show up
+    respawn_seconds: float = 6.0  # how long a new worker may take to show up (scaling, reload)
+    replace_seconds: float = 2.0  # how long a replacement may take after its backoff
 
 
 @dataclass
@@ -315,7 +316,7 @@ class Model:
                 self.expected_status = frozenset({0})
                 self.stopping_at = now
         elif line.outcome == RECYCLED and task is not None and not task.finished:
-            self._due(task, now + self.c.respawn_seconds, f"task {w.task} recycled (pid {w.pid})")
+            self._due(task, now + self.c.replace_seconds + SLACK, f"task {w.task} recycled (pid {w.pid})")
         elif line.outcome == STOPPED and task is not None and not task.finished and now <= self.reload_until:
             self._due(task, now + self.c.respawn_seconds + self._stop_bound(), f"task {w.task} reloaded")
         elif line.gave_up:
@@ -371,8 +372,8 @@ class Model:
                     w.expectations.remove(e)
                     if self.expected_status is None:
                         self._violate(
-                            f"task {w.task} (pid {w.pid}) still ran {now - e.deadline + 0:.1f}s past its "
-                            f"deadline; expected {sorted(e.outcomes)} ({e.why})"
+                            f"task {w.task} (pid {w.pid}): no end logged {e.deadline - w.spawned_at:.1f}s "
+                            f"after its start; expected {sorted(e.outcomes)} ({e.why})"
                         )
         for task_id, task in self.tasks.items():
             if task.due is not None and now > task.due:
@@ -467,7 +468,9 @@ class Model:
         if task is None or task.finished:
             return
         delay = self._backoff(task, now - w.spawned_at, line.delay, what)
-        self._due(task, now + delay + self.c.respawn_seconds, f"{what} {line.outcome}, backoff {delay:g}s")
+        self._due(
+            task, now + delay + self.c.replace_seconds + SLACK, f"{what} {line.outcome}, backoff {delay:g}s"
+        )
 
     def _backoff(self, task: Task, uptime: float, logged: float, what: str) -> float:
         """The model's backoff before a failed task's replacement; checks the logged one."""

@@ -145,7 +145,7 @@ def _round(
         options["task_id_offset"] = rng.randint(1, 50)
     max_requests = rng.randint(30, 150) if rng.random() < 0.5 else 0
     jitter = rng.randint(0, 20) if max_requests else 0
-    privdrop = root and rng.random() < 0.4
+    privdrop = rng.random() < 0.4 and root  # drawn either way: the same plan as root or not
     backoff = bool(options.get("backoff"))
     bugs: list[str] = []
     if privdrop and finale == "kill-master":
