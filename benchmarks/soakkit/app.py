@@ -34,6 +34,28 @@ def _blocking_sleep(seconds: float) -> None:
 def begin(request: str | None) -> None:
     if request:
         hooks.record("requests.log", f"B {request} {os.getpid()} {gunicorn_tornadofork.task_id()}\n")
+    command()
+
+
+def command() -> None:
+    """Take a command the soak left for this worker's task (``$SOAK_DIR/cmd/<task>``): the
+    soak cannot choose which worker serves a request, but every worker serves some."""
+    path = os.path.join(os.environ[hooks.ENV_DIR], "cmd", str(gunicorn_tornadofork.task_id()))
+    if not os.path.exists(path):
+        return
+    taken = f"{path}.{os.getpid()}"
+    try:
+        os.rename(path, taken)  # one worker takes it
+    except OSError:
+        return
+    with open(taken) as f:
+        action = f.read().strip()
+    if action == "ignoreterm":
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except ValueError:
+            return  # not the main thread
+        hooks.record("requests.log", f"I 0 {os.getpid()} {gunicorn_tornadofork.task_id()}\n")
 
 
 def act(path: str) -> tuple[int, str]:

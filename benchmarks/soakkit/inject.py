@@ -136,6 +136,8 @@ class Injector:
                 self.run.ignore_term.add(pid)
                 return note
             return f"{note}: not taken ({bg.request.status})"
+        if kind == "linger":
+            return self.linger(pick)
         if kind == "alarm":
             return self.request(f"/alarm/{arg}", killed("SIGALRM"), int(arg) + 5.0, "signal.alarm()")
         if kind == "pair":
@@ -148,6 +150,27 @@ class Injector:
             self.run.pause(event.pause)
             return f"{first}; after {event.pause}s {self.simple(arg, pick, any_live=True)}"
         return self.simple(kind, pick, arg)
+
+    def linger(self, pick: int) -> str:
+        """The top task's worker ignores SIGTERM; TTOU retires it (it lingers until it is
+        killed after graceful_timeout); meanwhile another task's worker is killed: it must be
+        replaced after its backoff, not once the retired worker is gone."""
+        running = self.model.running()
+        if self.model.size < 2 or self.model.c.offset + self.model.size - 1 not in running:
+            return "skipped: the top task has no running worker"
+        top = self.model.c.offset + self.model.size - 1
+        pid = running[top]
+        command = self.server.dir / "cmd" / str(top)
+        command.write_text("ignoreterm")
+        os.chmod(command, 0o666)
+        if not self.run.wait(lambda: pid in self.run.ignore_term, 5.0):
+            command.unlink(missing_ok=True)
+            return f"skipped: task {top} pid {pid} did not take the command"
+        note = self.simple("ttou", pick)
+        victim = self.target(pick, avoid={pid})
+        if victim is None:
+            return f"task {top} pid {pid} ignores SIGTERM; {note}; no other worker to kill"
+        return f"task {top} pid {pid} ignores SIGTERM; {note}; SIGKILL {self.kill(pick, 'SIGKILL')}"
 
     def simple(self, kind: str, pick: int, arg: str = "", any_live: bool = False) -> str:
         now = self.run.now()

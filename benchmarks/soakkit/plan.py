@@ -186,6 +186,7 @@ def _event(
         ("recycle", 5 if t.recycle else 0),
         ("slowexit", 3 if t.recycle else 1),
         ("ignoreterm", 3 if t.ignore_term else 0),
+        ("linger", 3 if t.ignore_term else 0),
         ("alarm", 3),
         ("hup", 5),
         ("hup-workers", 3),
@@ -213,6 +214,8 @@ def _event(
         new = max(1, workers + rng.choice([-1, 1, 2]))
         bugs = rescale if new < workers else readd
         return Event("hup", str(new), pick, pause, bugs)
+    if kind == "linger":  # the top task ignores SIGTERM, is retired, another task crashes
+        return Event(kind, "", pick, pause, rescale)
     if kind == "ttin":
         return Event(kind, "", pick, pause, readd)
     if kind == "ttou":

@@ -99,10 +99,7 @@ class RoundRun:
         for line in self.tails["spawns.log"].lines():
             _, pid, task, held, at = line.split()
             self.model.spawned(int(pid), int(task), float(at), held == "ok")
-        for line in self.tails["requests.log"].lines():
-            _, request, pid, _task = line.split()
-            self.begins[int(request)] = int(pid)
-            self.model.began(int(request), int(pid))
+        self.read_requests()
         # A worker's end line is applied one poll after it was read: by then the records of
         # that worker's start and of the requests it began (written earlier) have been read.
         for event in self.deferred:
@@ -124,15 +121,21 @@ class RoundRun:
             for line in self.tails["spawns.log"].lines():
                 _, pid, task, held, at = line.split()
                 self.model.spawned(int(pid), int(task), float(at), held == "ok")
-            for line in self.tails["requests.log"].lines():
-                _, request, pid, _task = line.split()
-                self.begins[int(request)] = int(pid)
-                self.model.began(int(request), int(pid))
+            self.read_requests()
             for event in self.deferred:
                 self.apply(event, self.now())
             self.deferred = [e for e in map(observe.parse_log_line, self.tails["error.log"].lines()) if e]
         finally:
             self.server.exit_status = status
+
+    def read_requests(self) -> None:
+        for line in self.tails["requests.log"].lines():
+            kind, request, pid, _task = line.split()
+            if kind == "I":  # a worker took the command to ignore SIGTERM
+                self.ignore_term.add(int(pid))
+                continue
+            self.begins[int(request)] = int(pid)
+            self.model.began(int(request), int(pid))
 
     def apply(self, event: observe.LogEvent, now: float) -> None:
         if event.kind == "end" and event.end is not None:

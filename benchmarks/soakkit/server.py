@@ -39,11 +39,12 @@ class Server:
         self.workers_file = directory / "workers"
         directory.mkdir(parents=True)
         (directory / "locks").mkdir()
+        (directory / "cmd").mkdir()
         for name in ("spawns.log", "requests.log", "error.log"):
             (directory / name).touch()
         self.set_workers(rnd.workers)
         if rnd.privdrop:  # workers running as nobody write the soak's records
-            for path in [directory, directory / "locks", *directory.iterdir()]:
+            for path in [directory, *directory.iterdir()]:
                 os.chmod(path, 0o777 if path.is_dir() else 0o666)
         self.config = directory / "gunicorn.conf.py"
         self.config.write_text(self._config_text())
