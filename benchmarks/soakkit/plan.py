@@ -162,11 +162,11 @@ def _round(
         event = _event(rng, t, workers, timeout, backoff, "max_task_restarts" in options)
         if retired and "hup" in (event.kind + event.arg) and (backoff or "max_task_restarts" in options):
             event = Event(event.kind, event.arg, event.pick, event.pause, (*event.bugs, "retired-id-state"))
-        retired = retired or "ttou" in (event.kind + event.arg)
         if only and event.kind not in only:
             continue
         if event.kind in exclude or (mix == "safe" and event.bugs):
             continue
+        retired = retired or "ttou" in (event.kind + event.arg) or event.kind == "linger"
         budget -= _cost(event, timeout)
         events.append(event)
     return Round(index, workers, options, max_requests, jitter, privdrop, finale, tuple(events), tuple(bugs))
