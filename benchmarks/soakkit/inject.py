@@ -138,6 +138,8 @@ class Injector:
             return f"{note}: not taken ({bg.request.status})"
         if kind == "linger":
             return self.linger(pick)
+        if kind == "readd":
+            return self.readd()
         if kind == "alarm":
             return self.request(f"/alarm/{arg}", killed("SIGALRM"), int(arg) + 5.0, "signal.alarm()")
         if kind == "pair":
@@ -171,6 +173,25 @@ class Injector:
         if victim is None:
             return f"task {top} pid {pid} ignores SIGTERM; {note}; no other worker to kill"
         return f"task {top} pid {pid} ignores SIGTERM; {note}; SIGKILL {self.kill(pick, 'SIGKILL')}"
+
+    def readd(self) -> str:
+        """The top task fails, is retired (TTOU), comes back (TTIN) and fails again: it came
+        back as a new task, so its restart count and backoff start afresh."""
+        top = self.model.c.offset + self.model.size - 1
+        notes: list[str] = []
+        for step in ("kill", "ttou", "ttin", "kill"):
+            if step == "kill":
+                pid = self.model.running().get(top)
+                if pid is None:
+                    return "; ".join([*notes, f"task {top} has no running worker"])
+                self.model.expect(pid, killed("SIGKILL"), self.run.now() + END_SECONDS, "SIGKILL sent")
+                os.kill(pid, signal.SIGKILL)
+                notes.append(f"SIGKILL task {top} pid {pid}")
+            else:
+                notes.append(self.simple(step, 0))
+            if not self.run.settle(f"readd: {step}"):
+                break
+        return "; ".join(notes)
 
     def simple(self, kind: str, pick: int, arg: str = "", any_live: bool = False) -> str:
         now = self.run.now()

@@ -187,6 +187,7 @@ def _event(
         ("slowexit", 3 if t.recycle else 1),
         ("ignoreterm", 3 if t.ignore_term else 0),
         ("linger", 3 if t.ignore_term else 0),
+        ("readd", 2),
         ("alarm", 3),
         ("hup", 5),
         ("hup-workers", 3),
@@ -216,7 +217,7 @@ def _event(
         return Event("hup", str(new), pick, pause, bugs)
     if kind == "linger":  # the top task ignores SIGTERM, is retired, another task crashes
         return Event(kind, "", pick, pause, rescale)
-    if kind == "ttin":
+    if kind in ("ttin", "readd"):
         return Event(kind, "", pick, pause, readd)
     if kind == "ttou":
         return Event(kind, "", pick, pause, rescale)
