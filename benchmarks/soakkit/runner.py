@@ -72,7 +72,7 @@ class RoundRun:
         self.end_seen: dict[int, float] = {}  # pid -> when its end line was read
         self.outcomes: dict[int, str] = {}
         self.usr1: list[tuple[int, str]] = []
-        self.ignore_term: set[int] = set()
+        self.ignore_term = self.model.ignores_term  # pids whose app ignores SIGTERM
         self.background: list[Background] = []
         self.windows: list[tuple[float, float]] = []  # reload and scaling: (start, end)
         self.hup_at: float | None = None
