@@ -107,14 +107,17 @@ def classify(status: int, report: bytes = b"", *, requested: bool = False, abort
         return Exit(Ending.BOOT_FAILED, status=code)
     if exited and code == APP_LOAD_ERROR:
         return Exit(Ending.APP_FAILED, status=code)
-    if kind == REPORT_FINISHED and (aborted or code == 0 or code == -signal.SIGTERM):
+    # USR1 (reopen the logs) is sent to every worker; one that has left its loop may be
+    # past its handlers already (Python restores the defaults as it exits) and die of it.
+    upkeep = code == -signal.SIGUSR1
+    if kind == REPORT_FINISHED and (aborted or upkeep or code == 0 or code == -signal.SIGTERM):
         # finish_task() ends a worker through its own SIGTERM handler; some worker
         # classes re-raise that signal once they have shut down. An abort that came
         # after the report only cut short the worker's exit (a slow worker_exit).
         return Exit(Ending.FINISHED, status=0)
     if requested:
         return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)
-    if kind == REPORT_RECYCLED and aborted:
+    if kind == REPORT_RECYCLED and (aborted or upkeep):
         # The worker had left its loop for max_requests or a code reload when the abort
         # came: its drain or its worker_exit outlasted `timeout`, its loop did not hang.
         return Exit(Ending.RECYCLED, status=0)

@@ -108,6 +108,22 @@ def test_recycled_report_with_signal_death_is_killed() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("report", "ending"), [(REPORT_RECYCLED, Ending.RECYCLED), (REPORT_FINISHED, Ending.FINISHED)]
+)
+def test_report_wins_over_a_late_sigusr1(report: bytes, ending: Ending) -> None:
+    """The arbiter's USR1 (reopen the logs) can reach a worker that has left its loop and is
+    past its handlers: the worker's own report decides, nothing is counted."""
+    result = classify(killed(signal.SIGUSR1), padded(report))
+    assert result.ending is ending
+    assert not result.ending.counted
+
+
+def test_sigusr1_death_without_a_report_is_killed() -> None:
+    """Without a report, a death by SIGUSR1 is a death by a signal: counted."""
+    assert classify(killed(signal.SIGUSR1)) == Exit(Ending.KILLED, signal=signal.SIGUSR1)
+
+
 # -- finished ---------------------------------------------------------------------------
 
 
