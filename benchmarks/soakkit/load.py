@@ -33,9 +33,11 @@ class Request:
         return self.status is None
 
 
-def get(port: int, path: str, timeout: float) -> Request:
-    """One GET on a new connection, tagged with a request id the app records."""
-    request = Request(next_id(), path, time.monotonic())
+def get(port: int, path: str, timeout: float, request: Request | None = None) -> Request:
+    """One GET on a new connection, tagged with a request id the app records (``request``'s,
+    when given, else a new one); the request, with its answer or error."""
+    if request is None:
+        request = Request(next_id(), path, time.monotonic())
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close", "X-Soak-Id": str(request.id)})
@@ -96,19 +98,7 @@ class Background:
         self._thread.start()
 
     def _run(self, port: int, path: str, timeout: float) -> None:
-        request = Request(self.id, path, self.request.start)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Connection": "close", "X-Soak-Id": str(request.id)})
-            response = conn.getresponse()
-            request.body = response.read().decode(errors="replace")
-            request.status = response.status
-        except (OSError, http.client.HTTPException) as exc:
-            request.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            conn.close()
-            request.end = time.monotonic()
-        self.request = request
+        self.request = get(port, path, timeout, Request(self.id, path, self.request.start))
 
     def finished(self) -> bool:
         return not self._thread.is_alive()
