@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -270,6 +271,21 @@ class Server:
             return response.status, response.read().decode()
         finally:
             conn.close()
+
+    def get_in_background(self, path: str, timeout: float) -> tuple[threading.Thread, list[object]]:
+        """Start one GET of ``path`` in a thread; (the thread, a list that receives the answer's
+        status or the OSError that ended the request)."""
+        result: list[object] = []
+
+        def run() -> None:
+            try:
+                result.append(self.get(path, timeout=timeout)[0])
+            except OSError as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread, result
 
     def wait_serving(self, timeout: float = 15.0) -> None:
         def answers() -> bool:

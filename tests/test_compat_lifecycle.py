@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,15 +139,7 @@ def test_timeout_abort_is_replaced_with_the_same_id_and_counted(gunicorn: Start)
         options="max_restarts=5", config="workers = 2\ntimeout = 2\n" + BOOTED + RECORD_WAIT_STATUS
     )
     start = ready(server, [0, 1])
-    replies: list[object] = []
-
-    def stuck_request() -> None:
-        try:
-            replies.append(server.get("/sleep/30", timeout=40)[0])
-        except OSError as exc:
-            replies.append(exc)
-
-    threading.Thread(target=stuck_request, daemon=True).start()
+    _, replies = server.get_in_background("/sleep/30", timeout=40)
     log = server.wait_log("timed out and was aborted, restarting", 30)
     stuck = int(re.findall(r"task (\d) \(pid \d+\) timed out and was aborted", log)[0])
     assert f"WORKER TIMEOUT (pid:{start[stuck]})" in log

@@ -255,16 +255,7 @@ def test_hup_cuts_a_request_longer_than_graceful_timeout(gunicorn: Start) -> Non
     and the kill is not counted (max_restarts=0)."""
     server = gunicorn(options="max_restarts=0", config=config(2, "graceful_timeout = 1\n" + RECORD_REQUESTS))
     start = ready(server, [0, 1])
-    cut: list[object] = []
-
-    def long_request() -> None:
-        try:
-            cut.append(server.get("/sleep/30", timeout=40)[0])
-        except OSError as exc:
-            cut.append(exc)
-
-    thread = threading.Thread(target=long_request, daemon=True)
-    thread.start()
+    thread, cut = server.get_in_background("/sleep/30", timeout=40)
     busy = wait_for(lambda: requests(server, "/sleep/30"), 15, "the long request to start")[0]
     server.signal(signal.SIGHUP)
     ready(server, [0, 1], old=start)

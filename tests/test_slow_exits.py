@@ -10,7 +10,6 @@ loop is a timeout, counted (``tests/test_faults.py::test_hung_worker_is_aborted_
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,16 +120,7 @@ def test_gthread_recycle_with_long_request_in_flight_is_not_counted(gunicorn: St
     server, _, old = start(
         gunicorn, tmp_path, workers=1, config="max_requests = 2\n", args=("-k", "gthread", "--threads", "4")
     )
-    replies: list[object] = []
-
-    def long_request() -> None:
-        try:
-            replies.append(server.get("/sleep/15", timeout=30)[0])
-        except OSError as exc:
-            replies.append(exc)
-
-    client = threading.Thread(target=long_request, daemon=True)
-    client.start()
+    client, _ = server.get_in_background("/sleep/15", timeout=30)
     assert int(answer(server)["pid"]) == old[0]
     server.wait_log(f"task 0 (pid {old[0]}) recycled, replacing it", 40)
     assert f"WORKER TIMEOUT (pid:{old[0]})" in server.log()
