@@ -222,7 +222,10 @@ def _event(
     if kind == "ttou":
         return Event(kind, "", pick, pause, rescale)
     if kind == "pair":
-        a, b = rng.choice(SIMPLE), rng.choice(SIMPLE)
+        # Never one master signal twice: the kernel keeps one pending instance of a signal,
+        # so the master may take the pair as one. (Two kills go to two workers.)
+        a = rng.choice(SIMPLE)
+        b = rng.choice([kind for kind in SIMPLE if kind != a or kind == "kill"])
         bugs = tuple(dict.fromkeys(rescale * ("ttou" in (a, b)) + readd * ("ttin" in (a, b))))
         return Event(kind, f"{a}+{b}", pick, pause, bugs)
     if kind == "during-reload":
