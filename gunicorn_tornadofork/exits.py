@@ -110,10 +110,11 @@ def classify(status: int, report: bytes = b"", *, requested: bool = False, abort
     # USR1 (reopen the logs) is sent to every worker; one that has left its loop may be
     # past its handlers already (Python restores the defaults as it exits) and die of it.
     upkeep = code == -signal.SIGUSR1
-    if kind == REPORT_FINISHED and (aborted or upkeep or code == 0 or code == -signal.SIGTERM):
-        # finish_task() ends a worker through its own SIGTERM handler; some worker
-        # classes re-raise that signal once they have shut down. An abort that came
-        # after the report only cut short the worker's exit (a slow worker_exit).
+    if kind == REPORT_FINISHED and (aborted or upkeep or code in (0, -signal.SIGTERM, -signal.SIGINT)):
+        # finish_task() ends a worker through its own SIGTERM handler (uvicorn's SIGINT one
+        # when the app ignores SIGTERM); some worker classes re-raise that signal once they
+        # have shut down. An abort that came after the report only cut short the worker's
+        # exit (a slow worker_exit).
         return Exit(Ending.FINISHED, status=0)
     if requested:
         return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)

@@ -73,8 +73,19 @@ def finish_task() -> None:
         return
     _finish_requested = True
     _write_report(_worker, REPORT_FINISHED)
-    # The worker's own SIGTERM handler is the graceful stop every worker class implements.
-    os.kill(os.getpid(), signal.SIGTERM)
+    uvicorn = _runs_uvicorn(_worker)
+    if not uvicorn and hasattr(_worker, "alive"):
+        # Every class but uvicorn's leaves its loop once `alive` is cleared, after the
+        # current request: the task ends even if the app ignores SIGTERM.
+        _worker.alive = False
+    stop = signal.SIGTERM
+    if uvicorn and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        # uvicorn never reads `alive`; SIGINT is its other graceful stop (it raises the
+        # signal again once it has shut down).
+        stop = signal.SIGINT
+    # The worker's own SIGTERM handler is the graceful stop every worker class implements;
+    # it also wakes a loop that sleeps until its next check of `alive`.
+    os.kill(os.getpid(), stop)
 
 
 def enable(arbiter_pid: int) -> None:

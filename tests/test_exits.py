@@ -136,10 +136,12 @@ def test_exit_zero_of_its_own_accord_is_finished(report: bytes) -> None:
     assert not result.ending.halts
 
 
-def test_finished_report_with_sigterm_death_is_finished() -> None:
-    """finish_task() stops the worker through its SIGTERM handler; a worker class that
-    re-raises SIGTERM after its shutdown still finished its task."""
-    assert classify(killed(signal.SIGTERM), padded(REPORT_FINISHED)) == Exit(Ending.FINISHED, status=0)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_finished_report_with_sigterm_death_is_finished(signum: int) -> None:
+    """finish_task() stops the worker through its SIGTERM handler (uvicorn's SIGINT one when
+    the app ignores SIGTERM); a worker class that re-raises that signal after its shutdown
+    still finished its task."""
+    assert classify(killed(signum), padded(REPORT_FINISHED)) == Exit(Ending.FINISHED, status=0)
 
 
 @pytest.mark.parametrize("requested", [False, True])
@@ -157,7 +159,7 @@ def test_finished_report_wins_over_a_stop_request(requested: bool) -> None:
     ],
 )
 def test_finished_report_does_not_excuse_other_deaths(status: int, expected: Exit) -> None:
-    """The finished report covers exit 0 and SIGTERM only: any other death still counts."""
+    """The finished report covers exit 0, SIGTERM and SIGINT only: any other death still counts."""
     result = classify(status, padded(REPORT_FINISHED))
     assert result == expected
     assert result.ending.counted

@@ -5,6 +5,8 @@
   dispositions back (aiohttp's workers close their asyncio loop, which removes its signal
   handlers, before ``worker_exit`` runs): the worker dies of ``SIGUSR1``. It had recycled:
   replaced, not counted.
+* ``finish_task()`` in a worker whose app ignores ``SIGTERM`` still ends the task after the
+  current request, with every worker class: finished, not replaced, nothing counted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_compat_workers import ready
+from test_compat_workers import KINDS, Kind, ready
 
 from server import Server, answer, wait_for
 
@@ -34,8 +36,15 @@ def worker_exit(server, worker):
         _time.sleep(0.05)
 """
 
-
 # Every worker's app ignores SIGTERM from the moment the worker has booted.
+IGNORE_TERM_HOOK = """
+import signal as _signal
+
+def post_worker_init(worker):
+    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+"""
+
+
 def assert_not_counted(server: Server) -> None:
     log = server.log()
     assert ", restarting (" not in log, log
@@ -81,3 +90,39 @@ def test_usr1_during_a_recycle_is_not_a_restart(gunicorn: Start, tmp_path: Path)
     assert_not_counted(server)
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> Kind:
+    kind: Kind = request.param
+    kind.check()
+    return kind
+
+
+def test_finish_task_when_the_app_ignores_sigterm(gunicorn: Start, kind: Kind) -> None:
+    """The app ignores SIGTERM, then calls finish_task(): the request is answered, the worker
+    ends, is judged finished and is not replaced while the other task serves on; nothing is
+    counted, and once the second task finishes the same way the server exits 0."""
+    config = f"workers = 2\nworker_class = {kind.worker_class!r}\n" + IGNORE_TERM_HOOK
+    if kind.worker_class == "gthread":
+        config += "threads = 4\n"
+    # uvicorn's server sets its own SIGTERM handler after post_worker_init: there the app
+    # ignores SIGTERM in the request (the main thread), as it can wherever it runs there.
+    server = gunicorn(options="max_restarts=0", config=config, app=kind.app, args=list(kind.args))
+    old = server.wait_workers([0, 1])
+    ready(old.values())
+    first = answer(server, "/ignoreterm/finish")
+    done, pid = int(first["task"]), int(first["pid"])
+    assert old[done] == pid
+    server.wait_log(f"task {done} (pid {pid}) finished", 20)
+    other = 1 - done
+    assert server.wait_workers([other]) == {other: old[other]}
+    assert server.running()
+    assert_not_counted(server)
+    second = answer(server, "/ignoreterm/finish")
+    assert int(second["pid"]) == old[other]
+    assert server.wait_exit(30) == 0
+    log = server.log()
+    assert f"task {other} (pid {old[other]}) finished" in log, log
+    assert "All 2 tasks finished" in log, log
+    assert_not_counted(server)

@@ -2,11 +2,13 @@
 
 ``/finish`` finishes the task, ``/kill/<signal>`` signals its own worker, ``/exit/<status>``
 ends the process at once, ``/sleep/<seconds>`` holds the request, ``/alarm/<seconds>`` arms
-``signal.alarm()`` as a watchdog and then hangs.
+``signal.alarm()`` as a watchdog and then hangs, ``/ignoreterm`` ignores SIGTERM from then on
+(where the app runs in the main thread) and ``/ignoreterm/finish`` then finishes the task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -36,6 +38,11 @@ def act(path: str) -> None:
     elif action == "alarm":
         signal.alarm(int(arg))  # SIGALRM's default action ends the process
         time.sleep(60)
+    elif action == "ignoreterm":
+        with contextlib.suppress(ValueError):  # only the main thread may set a handler
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if arg == "finish":
+            gunicorn_tornadofork.finish_task()
 
 
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
