@@ -281,15 +281,8 @@ class Injector:
                 if self.model.expected_status is not None or run.server.exit_status is not None:
                     break
                 before = len([t for t in self.model.tasks.values() if t.finished])
-                note = self.request("/finish", frozenset({FINISHED}), END_SECONDS, "finish_task()")
+                self.request("/finish", frozenset({FINISHED}), END_SECONDS, "finish_task()")
                 sent += 1
-                pid = self.run.begins.get(self.run.background[-1].id)
-                if pid in self.run.ignore_term:
-                    # finish_task() cannot end a worker that ignores SIGTERM: stop the server.
-                    self.model.shutdown(run.now())
-                    self.server.signal(signal.SIGTERM)
-                    run.wait_exit("SIGTERM")
-                    return f"{sent} finish requests, the last on a worker ignoring SIGTERM ({note}); SIGTERM"
                 run.wait(
                     lambda b=before: len([t for t in self.model.tasks.values() if t.finished]) > b,  # type: ignore[misc]
                     END_SECONDS,

@@ -191,7 +191,7 @@ class Model:
         if pid is None:
             self.request_expectations[request] = expectation
         elif (w := self.workers.get(pid)) is not None and w.ended_at is None:
-            w.expectations.append(self._adjust(pid, expectation))
+            w.expectations.append(expectation)
 
     def scale(self, size: int, now: float, why: str) -> None:
         """The number of tasks becomes ``size`` (TTIN, TTOU, a reload with a new ``workers``):
@@ -275,7 +275,7 @@ class Model:
         if state is not None:
             state.due = None
         if (expectation := self._pop_request_for(pid)) is not None:
-            self.workers[pid].expectations.append(self._adjust(pid, expectation))
+            self.workers[pid].expectations.append(expectation)
 
     def began(self, request: int, pid: int) -> None:
         """Worker ``pid`` began serving ``request`` (the app's record)."""
@@ -283,15 +283,7 @@ class Model:
         expectation = self.request_expectations.pop(request, None)
         w = self.workers.get(pid)
         if expectation is not None and w is not None and w.ended_at is None:
-            w.expectations.append(self._adjust(pid, expectation))
-
-    def _adjust(self, pid: int, expectation: Expectation) -> Expectation:
-        """finish_task() stops the worker through its own SIGTERM handler: in a worker whose
-        app ignores SIGTERM it does nothing (noted; see the soak's report)."""
-        if pid in self.ignores_term and FINISHED in expectation.outcomes and expectation.deadline is not None:
-            self.notes.append(f"pid {pid}: {expectation.why} in a worker that ignores SIGTERM")
-            return Expectation(expectation.outcomes, None, expectation.why + ", SIGTERM ignored")
-        return expectation
+            w.expectations.append(expectation)
 
     def ended(self, line: EndLine, now: float) -> None:
         """The arbiter logged how worker ``line.pid`` ended."""
