@@ -1,4 +1,5 @@
-"""The soak's app, WSGI (``wsgi``) and ASGI (``asgi``): answers ``task=<id> pid=<pid>``.
+"""The soak's app, WSGI (``wsgi``), ASGI (``asgi``) and aiohttp (``aiohttp_app``, a factory
+for aiohttp's gunicorn workers): answers ``task=<id> pid=<pid>``.
 
 A request with an ``X-Soak-Id`` header is recorded as ``B <id> <pid> <task>`` in
 ``$SOAK_DIR/requests.log`` before anything else. Paths act on the serving worker:
@@ -128,3 +129,23 @@ async def asgi(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     headers_out = [(b"content-type", b"text/plain"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers_out})
     await send({"type": "http.response.body", "body": data})
+
+
+async def aiohttp_app() -> Any:
+    """The app for aiohttp's workers (``aiohttp.GunicornWebWorker``), which take an async
+    factory: aiohttp is imported only in a worker of those classes."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        begin(request.headers.get("X-Soak-Id"))
+        path = request.path
+        if path.startswith("/sleep/"):
+            await asyncio.sleep(float(path.rsplit("/", 1)[1]))
+            status, note = 200, "ok"
+        else:
+            status, note = act(path)
+        return web.Response(status=status, body=body(note), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{path:.*}", handle)
+    return app

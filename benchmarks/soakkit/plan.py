@@ -37,7 +37,11 @@ class Traits:
     hang: bool = True  # a blocking request stops its heartbeat (gthread: threads keep it)
     recycle: bool = True  # the class leaves its loop when its `alive` flag is cleared
     ignore_term: bool = True  # the app runs in the main thread, where it may set handlers
-    asgi: bool = False
+    app: str = "wsgi"  # the soak's app it serves: wsgi, asgi, aiohttp
+
+    @property
+    def asgi(self) -> bool:
+        return self.app == "asgi"
 
 
 def traits(worker_class: str) -> Traits:
@@ -45,9 +49,15 @@ def traits(worker_class: str) -> Traits:
         return Traits(hang=False, ignore_term=False)
     if "uvicorn" in worker_class.lower():
         # uvicorn takes no action on SIGQUIT and never reads `alive`.
-        return Traits(signals=("SIGKILL", "SIGTERM", "SIGINT", "SIGSEGV"), recycle=False, asgi=True)
+        return Traits(signals=("SIGKILL", "SIGTERM", "SIGINT", "SIGSEGV"), recycle=False, app="asgi")
     if worker_class == "asgi":
-        return Traits(asgi=True)
+        return Traits(app="asgi")
+    if worker_class.startswith("aiohttp."):
+        # aiohttp's workers (GunicornWebWorker, GunicornUVLoopWebWorker) run the app on their
+        # asyncio loop in the main thread and take TERM, INT, QUIT and ABRT through it; their
+        # loop reads `alive` once a second and leaves with sys.exit(0) (max_requests, a
+        # cleared `alive`, a stop), and a blocking request stops their heartbeat.
+        return Traits(app="aiohttp")
     return Traits()
 
 

@@ -48,7 +48,9 @@ class Server:
                 os.chmod(path, 0o777 if path.is_dir() else 0o666)
         self.config = directory / "gunicorn.conf.py"
         self.config.write_text(self._config_text())
-        app = "soakkit.app:asgi" if traits(worker_class).asgi else "soakkit.app:wsgi"
+        app = {"asgi": "soakkit.app:asgi", "aiohttp": "soakkit.app:aiohttp_app"}.get(
+            traits(worker_class).app, "soakkit.app:wsgi"
+        )
         self.argv = [sys.executable, "-m", "gunicorn", "--config", str(self.config), app]
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_status: int | None = None
