@@ -38,6 +38,9 @@ class Traits:
     recycle: bool = True  # the class leaves its loop when its `alive` flag is cleared
     ignore_term: bool = True  # the app runs in the main thread, where it may set handlers
     app: str = "wsgi"  # the soak's app it serves: wsgi, asgi, aiohttp
+    # As it stops, the class drops connections it accepted but has not read a request from
+    # (uvicorn): under plain gunicorn too, a client may see a reset during a reload.
+    drops_on_stop: bool = False
 
     @property
     def asgi(self) -> bool:
@@ -49,7 +52,9 @@ def traits(worker_class: str) -> Traits:
         return Traits(hang=False, ignore_term=False)
     if "uvicorn" in worker_class.lower():
         # uvicorn takes no action on SIGQUIT and never reads `alive`.
-        return Traits(signals=("SIGKILL", "SIGTERM", "SIGINT", "SIGSEGV"), recycle=False, app="asgi")
+        return Traits(
+            signals=("SIGKILL", "SIGTERM", "SIGINT", "SIGSEGV"), recycle=False, app="asgi", drops_on_stop=True
+        )
     if worker_class == "asgi":
         return Traits(app="asgi")
     if worker_class.startswith("aiohttp."):

@@ -17,6 +17,8 @@ from .server import GRACEFUL_TIMEOUT, TIMEOUT, Server
 POLL = 0.02
 RSS_GROWTH_KIB = 8 * 1024
 FD_GROWTH = 3
+#: How a connection closed by its worker before it read the request fails on the client.
+DROPPED = ("ConnectionResetError", "RemoteDisconnected", "BrokenPipeError")
 
 
 @dataclass
@@ -340,6 +342,7 @@ class RoundRun:
             if self.outcomes[pid].startswith(("killed:", "exited:", "timeout")) or pid in self.ignore_term
         }
         recycled = [at for pid, at in self.end_seen.items() if self.outcomes[pid] == "recycled"]
+        stopped = [at for pid, at in self.end_seen.items() if self.outcomes[pid] == "stopped"]
         for r in requests:
             if not r.failed:
                 continue
@@ -357,6 +360,15 @@ class RoundRun:
                 # max_requests is outside the no-failure promise: a recycling gthread worker
                 # of gunicorn 23 drops the connections it accepted but did not begin.
                 why = "a worker recycled before it began"
+            elif (
+                pid is None
+                and self.traits.drops_on_stop
+                and r.error.startswith(DROPPED)
+                and any(r.start - 0.5 <= at <= r.end + GRACEFUL_TIMEOUT + 3 for at in stopped)
+            ):
+                # uvicorn closes the connections it accepted but has not read from as it
+                # stops: plain gunicorn fails such requests in a reload too (see soak.md).
+                why = "its class dropped it as a worker stopped"
             elif r.path.startswith("/exit/") and r.path.endswith("/sys"):
                 why = "its app raised SystemExit"
             else:
