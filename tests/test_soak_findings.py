@@ -20,7 +20,8 @@ from test_compat_workers import KINDS, Kind, ready
 
 from server import Server, answer, wait_for
 
-pytestmark = [pytest.mark.compat, pytest.mark.timeout(90)]
+# The compatibility subset takes the USR1 test and the classes KINDS marks for it.
+pytestmark = pytest.mark.timeout(90)
 
 Start = Callable[..., Server]
 
@@ -51,6 +52,7 @@ def assert_not_counted(server: Server) -> None:
     assert "giving up" not in log, log
 
 
+@pytest.mark.compat
 def test_usr1_during_a_recycle_is_not_a_restart(gunicorn: Start, tmp_path: Path) -> None:
     """A worker recycled by ``max_requests`` is in its ``worker_exit`` (its loop closed, its
     handlers gone) when the master's USR1 reaches it and kills it: it recycled all the same,
