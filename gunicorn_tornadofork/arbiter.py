@@ -290,6 +290,14 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if self._tornadofork.options.backoff:
             signal.signal(signal.SIGALRM, lambda signum, frame: self.wakeup())
 
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        """gunicorn's halt, with the backoff timer disarmed first: the master's interpreter
+        puts SIGALRM's default action back as it exits, and a timer that fired then would
+        end the master by SIGALRM instead of its exit status."""
+        if self._tornadofork.options.backoff:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        super().halt(reason, exit_status)
+
     def handle_usr1(self) -> None:
         """gunicorn's USR1 (reopen logs, signal workers), then one log line per task."""
         super().handle_usr1()

@@ -7,10 +7,13 @@
   replaced, not counted.
 * ``finish_task()`` in a worker whose app ignores ``SIGTERM`` still ends the task after the
   current request, with every worker class: finished, not replaced, nothing counted.
+* The backoff timer still armed when the master exits (it gave up, or was shut down) must not
+  end it by ``SIGALRM`` once its interpreter has put the default dispositions back.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_compat_workers import KINDS, Kind, ready
 
+from gunicorn_tornadofork import GIVE_UP_STATUS
 from server import Server, answer, wait_for
 
 # The compatibility subset takes the USR1 test and the classes KINDS marks for it.
@@ -128,3 +132,39 @@ def test_finish_task_when_the_app_ignores_sigterm(gunicorn: Start, kind: Kind) -
     assert f"task {other} (pid {old[other]}) finished" in log, log
     assert "All 2 tasks finished" in log, log
     assert_not_counted(server)
+
+
+# An object of the config file whose finalizer, in the master only, takes its time: the master's
+# interpreter finalizes it after it has put back the default signal dispositions, as it does
+# with any module or extension that is slow to tear down.
+SLOW_FINALIZER = """
+import os as _os, sys as _sys, time as _time
+
+class _SlowFinalizer:
+    # What the finalizer uses is bound here: module globals may be gone by the time it runs.
+    def __del__(self, pid=_os.getpid(), getpid=_os.getpid, sleep=_time.sleep):
+        if getpid() == pid:
+            sleep(2.5)
+
+_sys.tf_slow_finalizer = _SlowFinalizer()  # kept until the interpreter tears sys down
+"""
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("ending", ["give up", "shutdown"])
+def test_a_pending_backoff_does_not_kill_the_exiting_master(gunicorn: Start, ending: str) -> None:
+    """A task waits out its backoff (the arbiter's SIGALRM timer is armed) when the arbiter
+    gives up or is shut down: the timer must not fire into the exiting master, whose signal
+    handlers are gone by then. It exits 5 after giving up, 0 after SIGTERM."""
+    server = gunicorn(options="max_restarts=1, backoff=1", config="workers = 2\n" + SLOW_FINALIZER)
+    pids = server.wait_workers([0, 1])
+    ready(pids.values())
+    os.kill(pids[0], signal.SIGKILL)
+    server.wait_log(f"task 0 (pid {pids[0]}) killed by signal SIGKILL, restarting in 1s (1 of")
+    if ending == "give up":
+        os.kill(pids[1], signal.SIGKILL)
+        expected = GIVE_UP_STATUS
+    else:
+        server.signal(signal.SIGTERM)
+        expected = 0
+    assert server.wait_exit(20) == expected, server.log()
