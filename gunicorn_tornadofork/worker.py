@@ -61,8 +61,9 @@ def finish_task() -> None:
     """End the calling worker's task after the current request.
 
     The worker shuts down gracefully, as on SIGTERM, exits with status 0, and the arbiter
-    does not replace it; once every task has finished, the server exits 0. Called from the
-    ``post_fork`` hook, the worker ends before it boots. Raises RuntimeError outside a worker
+    does not replace it; once every task has finished, the server exits 0. This holds also
+    when the app ignores SIGTERM. Called from the ``post_fork`` hook, the worker ends before
+    it boots. Raises RuntimeError outside a worker
     of a server with the plugin installed.
     """
     global _finish_requested
@@ -73,18 +74,17 @@ def finish_task() -> None:
         return
     _finish_requested = True
     _write_report(_worker, REPORT_FINISHED)
-    uvicorn = _runs_uvicorn(_worker)
-    if not uvicorn and hasattr(_worker, "alive"):
-        # Every class but uvicorn's leaves its loop once `alive` is cleared, after the
-        # current request: the task ends even if the app ignores SIGTERM.
-        _worker.alive = False
+    # The worker's own SIGTERM handler is the graceful stop every worker class implements
+    # (it also wakes a loop that waits for its next check of `alive`).
     stop = signal.SIGTERM
-    if uvicorn and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        # uvicorn never reads `alive`; SIGINT is its other graceful stop (it raises the
-        # signal again once it has shut down).
-        stop = signal.SIGINT
-    # The worker's own SIGTERM handler is the graceful stop every worker class implements;
-    # it also wakes a loop that sleeps until its next check of `alive`.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        # The app ignores SIGTERM. Every class but uvicorn's leaves its loop once `alive`
+        # is cleared, after the current request; uvicorn never reads `alive`, and SIGINT is
+        # its other graceful stop (it raises the signal again once it has shut down).
+        if _runs_uvicorn(_worker):
+            stop = signal.SIGINT
+        elif hasattr(_worker, "alive"):
+            _worker.alive = False
     os.kill(os.getpid(), stop)
 
 
