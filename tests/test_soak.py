@@ -1,5 +1,5 @@
 """The short soak: ``benchmarks/soak.py`` against real servers, a few worker classes, fixed
-seeds, every kind of event; about 60 s in all. ``python benchmarks/soak.py --seconds 90
+seeds, every kind of event; about 80 s in all. ``python benchmarks/soak.py --seconds 90
 --seed 11`` is the longer run of the same mix."""
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ SECONDS = 20
 @pytest.mark.timeout(SECONDS * 6)
 @pytest.mark.parametrize(
     ("worker_class", "seed", "module"),
-    [("sync", 101, None), ("gthread", 102, None), ("gevent", 103, "gevent")],
+    [
+        ("sync", 101, None),
+        ("gthread", 102, None),
+        ("gevent", 103, "gevent"),
+        ("aiohttp.GunicornWebWorker", 104, "aiohttp"),
+    ],
 )
 def test_short_soak(worker_class: str, seed: int, module: str | None) -> None:
     if module is not None and importlib.util.find_spec(module) is None:
