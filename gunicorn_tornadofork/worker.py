@@ -63,8 +63,7 @@ def finish_task() -> None:
     The worker shuts down gracefully, as on SIGTERM, exits with status 0, and the arbiter
     does not replace it; once every task has finished, the server exits 0. This holds also
     when the app ignores SIGTERM. Called from the ``post_fork`` hook, the worker ends before
-    it boots. Raises RuntimeError outside a worker
-    of a server with the plugin installed.
+    it boots. Raises RuntimeError outside a worker of a server with the plugin installed.
     """
     global _finish_requested
     if _worker is None:
