@@ -39,7 +39,7 @@ class Traits:
     ignore_term: bool = True  # the app runs in the main thread, where it may set handlers
     app: str = "wsgi"  # the soak's app it serves: wsgi, asgi, aiohttp
     # As it stops, the class drops connections it accepted but has not read a request from
-    # (uvicorn): under plain gunicorn too, a client may see a reset during a reload.
+    # (uvicorn, aiohttp): under plain gunicorn too, a client may see a reset during a reload.
     drops_on_stop: bool = False
 
     @property
@@ -61,8 +61,9 @@ def traits(worker_class: str) -> Traits:
         # aiohttp's workers (GunicornWebWorker, GunicornUVLoopWebWorker) run the app on their
         # asyncio loop in the main thread and take TERM, INT, QUIT and ABRT through it; their
         # loop reads `alive` once a second and leaves with sys.exit(0) (max_requests, a
-        # cleared `alive`, a stop), and a blocking request stops their heartbeat.
-        return Traits(app="aiohttp")
+        # cleared `alive`, a stop), and a blocking request stops their heartbeat. Like
+        # uvicorn, they drop connections they have not read from as they stop.
+        return Traits(app="aiohttp", drops_on_stop=True)
     return Traits()
 
 

@@ -366,8 +366,9 @@ class RoundRun:
                 and r.error.startswith(DROPPED)
                 and any(r.start - 0.5 <= at <= r.end + GRACEFUL_TIMEOUT + 3 for at in stopped)
             ):
-                # uvicorn closes the connections it accepted but has not read from as it
-                # stops: plain gunicorn fails such requests in a reload too (see soak.md).
+                # uvicorn and aiohttp close the connections they accepted but have not read
+                # from as they stop: plain gunicorn fails such requests in a reload too
+                # (see soak.md).
                 why = "its class dropped it as a worker stopped"
             elif r.path.startswith("/exit/") and r.path.endswith("/sys"):
                 why = "its app raised SystemExit"
