@@ -94,7 +94,7 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         return
     assert not result.ending.halts
     if finished_report and (aborted or code in (0, -signal.SIGTERM)):
-        assert result == Exit(Ending.FINISHED, status=0)
+        assert result == Exit(Ending.FINISHED, status=0, reported=True)
     elif requested:
         assert result.ending is Ending.STOPPED
     elif aborted and bare == REPORT_RECYCLED:
