@@ -385,3 +385,22 @@ def test_refused_policy_before_forking(gunicorn, options, message):
     assert len(lines) == 1 and message in lines[0], log
     assert "Booting worker" not in log
     assert not server.pidfile.exists()
+
+
+# -- the README's example ---------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_example_policy_runs(gunicorn):
+    """The README's exit_policy example is accepted as written and logged at start-up."""
+    section = README.read_text().split("\n## Exit policy\n", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    server = gunicorn(install=False, config="workers = 2\n" + example)
+    server.wait_workers([0, 1])
+    server.wait_log(
+        "exit_policy=[({78}, 'give_up'), ({42, SIGSEGV}, 'fail_task'), ({75}, 'ignore'), ({10}, 'finish')], "
+        "task_cap_action='fail_task', max_failed_tasks=2"
+    )
+    refusal = "install() option exit_policy rule 2 matches exit status 4, which gunicorn keeps for a worker"
+    assert refusal in " ".join(section.split())
