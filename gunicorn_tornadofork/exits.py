@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: gunicorn's exit statuses for a worker that could not boot or load the app.
 WORKER_BOOT_ERROR = 3
@@ -61,8 +61,8 @@ class Exit:
     signal: int | None = None
     status: int | None = None
     # The worker said it finished (finish_task()): its own word, which the exit policy leaves
-    # alone, unlike a bare exit 0.
-    reported: bool = False
+    # alone, unlike a bare exit 0. Not part of equality: the judgment is the same.
+    reported: bool = field(default=False, compare=False)
 
     def describe(self) -> str:
         """A short phrase for the log, as tornado's "killed by signal %d"."""

@@ -377,6 +377,14 @@ def test_rules_leave_finish_task_alone() -> None:
     assert tasks.done() == {1}
 
 
+def test_only_a_finish_report_is_reported() -> None:
+    assert classify(0, REPORT_FINISHED).reported
+    assert classify(int(signal.SIGTERM), REPORT_FINISHED).reported
+    assert not exited(0).reported
+    assert not classify(0, REPORT_RECYCLED).reported
+    assert classify(0, REPORT_FINISHED) == exited(0)  # the same judgment, whoever said it
+
+
 def test_exit_cause_for_the_log() -> None:
     assert exited(0).cause() == "exited with status 0"
     assert exited(42).cause() == "exited with status 42"

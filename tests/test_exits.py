@@ -131,8 +131,7 @@ def test_sigusr1_death_without_a_report_is_killed() -> None:
 def test_exit_zero_of_its_own_accord_is_finished(report: bytes) -> None:
     """Exit 0 without a request, with no report or the finished one: the task is done."""
     result = classify(exited(0), report)
-    # A finish_task() report is the worker's own word, which the exit policy leaves alone.
-    assert result == Exit(Ending.FINISHED, status=0, reported=bool(report))
+    assert result == Exit(Ending.FINISHED, status=0)
     assert not result.ending.counted
     assert not result.ending.halts
 
@@ -140,9 +139,7 @@ def test_exit_zero_of_its_own_accord_is_finished(report: bytes) -> None:
 def test_finished_report_with_sigterm_death_is_finished() -> None:
     """finish_task() stops the worker through its SIGTERM handler; a worker class that
     re-raises SIGTERM after its shutdown still finished its task."""
-    assert classify(killed(signal.SIGTERM), padded(REPORT_FINISHED)) == Exit(
-        Ending.FINISHED, status=0, reported=True
-    )
+    assert classify(killed(signal.SIGTERM), padded(REPORT_FINISHED)) == Exit(Ending.FINISHED, status=0)
 
 
 @pytest.mark.parametrize("requested", [False, True])
@@ -242,7 +239,7 @@ def test_finished_then_aborted_is_finished(status: int) -> None:
     """A worker that had finished its task (finish_task() reports at once) and was aborted
     afterwards, in a slow worker_exit, finished: not replaced, not counted."""
     result = classify(status, padded(REPORT_FINISHED), aborted=True)
-    assert result == Exit(Ending.FINISHED, status=0, reported=True)
+    assert result == Exit(Ending.FINISHED, status=0)
     assert not result.ending.counted
 
 

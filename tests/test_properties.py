@@ -174,7 +174,7 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         return
     assert not result.ending.halts
     if finished_report and (aborted or code in (0, -signal.SIGTERM)):
-        assert result == Exit(Ending.FINISHED, status=0, reported=True)
+        assert result == Exit(Ending.FINISHED, status=0)
     elif requested:
         assert result.ending is Ending.STOPPED
     elif aborted and bare == REPORT_RECYCLED:
@@ -193,6 +193,8 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         assert result == Exit(Ending.RECYCLED, status=0)
     else:
         assert result == Exit(Ending.FINISHED, status=0)
+    # only the finished report makes an end the worker's own word, outside the exit policy
+    assert result.reported == (result.ending is Ending.FINISHED and finished_report)
     # a stop or a timeout keeps the signal or status that ended the worker
     if result.ending in (Ending.STOPPED, Ending.TIMED_OUT):
         assert (result.signal, result.status) == ((-code, None) if code < 0 else (None, code))
