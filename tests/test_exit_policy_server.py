@@ -224,6 +224,22 @@ def test_arbiter_caused_ends_and_recycles_are_outside_the_policy(gunicorn):
     assert server.wait_exit() == 0
 
 
+def test_timeout_abort_is_outside_the_policy(gunicorn):
+    """A worker aborted for its ``timeout`` is a counted restart whatever status the abort
+    left (gunicorn 27's sync worker exits 0 then): a rule on 0, 1 and SIGKILL does not apply."""
+    options = "exit_policy=[({0, 1, signal.SIGKILL, signal.SIGABRT}, 'give_up')]"
+    server = start(gunicorn, options, 1, config="timeout = 1\n")
+    pid = ready(server, [0])[0]
+    thread, _ = server.get_in_background("/sleep/30", timeout=30)
+    replacement(server, 0, pid)
+    server.wait_log(f"task 0 (pid {pid}) timed out and was aborted, restarting (1 of max_restarts 100)")
+    assert "giving up" not in server.log()
+    assert server.running()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    thread.join(timeout=30)
+
+
 # -- caps ------------------------------------------------------------------------------------------
 
 
