@@ -58,6 +58,7 @@ ON_EVERY_GUNICORN = [
     "tests/test_compat_lifecycle.py",
     "tests/test_compat_deploy.py",
     "tests/test_supervision.py",
+    "tests/test_exit_policy_server.py",
     "tests/test_worker_signals.py",
     "tests/test_finish_in_post_fork.py",
 ]

@@ -17,14 +17,13 @@ import enum
 import os
 import signal
 import sys
-from dataclasses import fields
 from types import FrameType
 from typing import Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
 
 from . import arbiter as _arbiter
-from .arbiter import GIVE_UP_STATUS
+from .arbiter import GIVE_UP_STATUS, TASKS_FAILED_STATUS
 from .exits import WORKER_BOOT_ERROR
 from .options import DEFAULT_MAX_RESTARTS, OptionError, Options
 from .worker import ENV_VAR, FORK_BLOCKED, finish_task, task_id
@@ -35,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_RESTARTS",
     "ENV_VAR",
     "GIVE_UP_STATUS",
+    "TASKS_FAILED_STATUS",
     "OptionError",
     "finish_task",
     "install",
@@ -48,7 +48,9 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
 
     Accepted options: ``max_restarts`` (int >= 0, default 100), ``restart_window``
     (seconds > 0 or None), ``max_task_restarts`` (int >= 0 or None), ``backoff`` (seconds,
-    default 0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0);
+    default 0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0),
+    ``exit_policy`` (a list of ``(match, action)`` rules, default none), ``task_cap_action``
+    (``"give_up"``, the default, or ``"fail_task"``), ``max_failed_tasks`` (int >= 0 or None);
     ints at most 2**63 - 1, seconds at most 10**9.
     A bad option, or a call anywhere but ``on_starting``, is logged as one line in gunicorn's
     error log and ends the server with status 1 (the master removes its pidfile); called in
@@ -80,11 +82,7 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
         _refusing = True
         _refuse(arbiter, phase, exc)
     _arbiter.install(arbiter, parsed)
-    changed = [
-        f"{f.name}={getattr(parsed, f.name)!r}"
-        for f in fields(parsed)
-        if getattr(parsed, f.name) != f.default
-    ]
+    changed = parsed.changed()
     arbiter.log.info(
         "gunicorn_tornadofork: %d tasks%s", arbiter.num_workers, "".join(", " + c for c in changed)
     )

@@ -22,12 +22,16 @@ from gunicorn.errors import HaltServer
 from . import worker as worker_side
 from .exits import STOP_SIGNALS, Ending, classify
 from .options import Options, available_cpus
+from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
 from .tasks import Outcome, TaskState, TaskTable
 
-#: The arbiter's exit status when it gives up after too many restarts.
-GIVE_UP_STATUS = 5
+__all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
+
 GIVE_UP_REASON = "Too many child restarts, giving up"
+POLICY_GIVE_UP_REASON = "An exit_policy rule gave up"
+FAILED_TASKS_REASON = "Too many failed tasks, giving up"
 FINISHED_REASON = "All tasks finished"
+TASKS_FAILED_REASON = "No task left to run, and tasks failed"
 
 _POLL_SECONDS = 0.01
 # gunicorn 23 reaps workers inside its SIGCHLD handler, which could then run between the
@@ -54,6 +58,7 @@ class _State:
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
     live_gauge: int | None = None  # the last live-task count sent as a metric
+    failed_gauge: int = 0  # the last failed-task count sent as a metric
     # Workers asked to stop (scale-down, reload): pid -> when SIGKILL is due.
     kill_due: dict[int, float] = field(default_factory=dict)
 
@@ -207,15 +212,21 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             # SIGALRM wakes the main loop when the earliest backoff ends.
             signal.setitimer(signal.ITIMER_REAL, max(ready - table.clock(), _POLL_SECONDS))
         live = len(table.running())
+        failed = len(table.failed())
         title = (
             f"gunicorn: master [{self.proc_name}] tasks {live}/{table.size} "
             f"restarts {table.counted_restarts()}/{state.options.max_restarts}"
         )
+        if failed:
+            title += f" failed {failed}"
         if setproctitle.getproctitle() != title:
             setproctitle.setproctitle(title)
         if state.live_gauge != live:
             state.live_gauge = live
             self.log.debug("%d tasks live", live, extra=_metric("tasks_live", live, "gauge"))
+        if state.failed_gauge != failed:
+            state.failed_gauge = failed
+            self.log.debug("%d tasks failed", failed, extra=_metric("failed", failed, "gauge"))
 
     def _stop_pending(self) -> bool:
         """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
@@ -243,13 +254,27 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             outcome = state.table.exited(reaped.pid, exit)
             if outcome is not None:
                 self._log_outcome(outcome)
-        if state.table.all_done():
+        status = state.table.exit_status()
+        if status == 0:
             self.log.info("All %d tasks finished", state.table.size)
             raise HaltServer(FINISHED_REASON, 0)
+        if status is not None:
+            failed = len(state.table.failed())
+            self._show_state()  # the failed count, on the title for the whole shutdown
+            self.log.error(
+                "No task left to run: %d of %d tasks failed, %d finished",
+                failed,
+                state.table.size,
+                state.table.size - failed,
+            )
+            raise HaltServer(TASKS_FAILED_REASON, status)
 
     def _log_outcome(self, outcome: Outcome) -> None:
-        ending = outcome.exit.ending
-        what = f"task {outcome.task_id} (pid {outcome.pid}) {outcome.exit.describe()}"
+        """Log the judgment of a worker's end; raise HaltServer when the server stops."""
+        ending, action = outcome.exit.ending, outcome.action
+        how = outcome.exit.cause() if outcome.rule is not None else outcome.exit.describe()
+        what = f"task {outcome.task_id} (pid {outcome.pid}) {how}"
+        why = f" ({outcome.why})" if outcome.why else ""
         cap = self._tornadofork.options.max_restarts
         if ending is Ending.BOOT_FAILED:
             self.log.error("%s", what)
@@ -257,29 +282,36 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if ending is Ending.APP_FAILED:
             self.log.error("%s", what)
             raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
-        options = self._tornadofork.options
-        if ending.counted:
+        if outcome.counted:
             self.log.debug("restart counted", extra=_metric("restarts", 1, "counter"))
+        if action is Action.FAIL_TASK:
+            self.log.error("%s: failed%s, not replaced", what, why)
         if outcome.give_up:
-            if outcome.restarts > cap:
-                why = f"{outcome.restarts} restarts > max_restarts {cap}"
-            else:
-                why = (
-                    f"task {outcome.task_id}: {outcome.task_restarts} restarts "
-                    f"> max_task_restarts {options.max_task_restarts}"
-                )
             self.log.debug("gave up", extra=_metric("gave_up", 1, "counter"))
             self._show_state()  # the count that gave up, on the title for the whole shutdown
-            self.log.error("%s; %s (%s)", what, GIVE_UP_REASON, why)
+            if action is Action.GIVE_UP:
+                self.log.error("%s: giving up%s", what, why)
+                raise HaltServer(POLICY_GIVE_UP_REASON, GIVE_UP_STATUS)
+            if action is Action.FAIL_TASK:
+                self.log.error("%s (%s)", FAILED_TASKS_REASON, outcome.give_up_why)
+                raise HaltServer(FAILED_TASKS_REASON, GIVE_UP_STATUS)
+            self.log.error("%s; %s (%s)", what, GIVE_UP_REASON, outcome.give_up_why)
             raise HaltServer(GIVE_UP_REASON, GIVE_UP_STATUS)
-        if ending.counted:
+        if action is Action.COUNT:
             wait = f" in {outcome.delay:g}s" if outcome.delay else ""
-            self.log.warning("%s, restarting%s (%d of max_restarts %d)", what, wait, outcome.restarts, cap)
+            counted = f": counted{why}" if outcome.rule is not None else ""
+            self.log.warning(
+                "%s%s, restarting%s (%d of max_restarts %d)", what, counted, wait, outcome.restarts, cap
+            )
+        elif action is Action.FINISH:
+            finished = f": finished{why}" if outcome.rule is not None else ""
+            self.log.info("%s%s", what, finished, extra=_metric("finished", 1, "counter"))
         elif ending is Ending.STOPPED:
             self.log.debug("%s", what)
-        elif ending is Ending.FINISHED:
-            self.log.info("%s", what, extra=_metric("finished", 1, "counter"))
-        else:
+        elif outcome.rule is not None:
+            replaced = "restarting" if outcome.replaced else "not replaced"
+            self.log.info("%s: ignored%s, %s", what, why, replaced)
+        elif action is Action.IGNORE:
             self.log.info("%s%s", what, ", replacing it" if outcome.replaced else "")
 
     # -- observability ----------------------------------------------------------------
@@ -379,6 +411,8 @@ def describe_task(task: TaskState) -> str:
     """One line for a task: ``task 2: pid 4711, up 12.0s, 1 restart``."""
     if task.done:
         return f"task {task.task_id}: finished"
+    if task.failed:
+        return f"task {task.task_id}: failed, {task.restarts} restarts"
     if task.pid is None:
         waiting = f", backoff {task.waiting:.1f}s left" if task.waiting else ""
         return f"task {task.task_id}: no worker{waiting}, {task.restarts} restarts"
@@ -405,6 +439,9 @@ def install(server: Any, options: Options) -> None:
         max_task_restarts=options.max_task_restarts,
         backoff=options.backoff,
         backoff_max=options.backoff_max,
+        policy=options.exit_policy,
+        task_cap_action=options.task_cap_action,
+        max_failed_tasks=options.max_failed_tasks,
     )
     server._tornadofork = _State(options, table)
     worker_side.enable(os.getpid())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: gunicorn's exit statuses for a worker that could not boot or load the app.
 WORKER_BOOT_ERROR = 3
@@ -60,6 +60,9 @@ class Exit:
     ending: Ending
     signal: int | None = None
     status: int | None = None
+    # The worker said it finished (finish_task()): its own word, which the exit policy leaves
+    # alone, unlike a bare exit 0. Not part of equality: the judgment is the same.
+    reported: bool = field(default=False, compare=False)
 
     def describe(self) -> str:
         """A short phrase for the log, as tornado's "killed by signal %d"."""
@@ -72,6 +75,13 @@ class Exit:
         if self.ending is Ending.TIMED_OUT:
             return "timed out and was aborted"
         return str(self.ending.value)
+
+    def cause(self) -> str:
+        """The signal or exit status alone, as an exit policy rule matches it: for an exit 0,
+        "exited with status 0" rather than "finished"."""
+        if self.ending is Ending.FINISHED and not self.reported:
+            return f"exited with status {self.status}"
+        return self.describe()
 
 
 def signal_name(signum: int | None) -> str:
@@ -115,7 +125,7 @@ def classify(status: int, report: bytes = b"", *, requested: bool = False, abort
         # when the app ignores SIGTERM); some worker classes re-raise that signal once they
         # have shut down. An abort that came after the report only cut short the worker's
         # exit (a slow worker_exit).
-        return Exit(Ending.FINISHED, status=0)
+        return Exit(Ending.FINISHED, status=0, reported=True)
     if requested:
         return Exit(Ending.STOPPED, signal=-code if code < 0 else None, status=code if exited else None)
     if kind == REPORT_RECYCLED and (aborted or upkeep):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import signal
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from .policy import GUNICORN_STATUSES, NO_POLICY, POLICY_ACTIONS, TASK_CAP_ACTIONS, Action, ExitPolicy, Rule
 
 #: tornado's default cap on restarts.
 DEFAULT_MAX_RESTARTS = 100
@@ -33,6 +36,9 @@ class Options:
     backoff: float = 0.0
     backoff_max: float = 30.0
     task_id_offset: int = 0
+    exit_policy: ExitPolicy = NO_POLICY
+    task_cap_action: Action = Action.GIVE_UP
+    max_failed_tasks: int | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> Options:
@@ -51,6 +57,9 @@ class Options:
             # Unset, the ceiling is 30 s, or the first delay if that is longer.
             backoff_max=_seconds(options, "backoff_max", max(30.0, backoff)),
             task_id_offset=_integer(options, "task_id_offset", 0),
+            exit_policy=_exit_policy(options.get("exit_policy")),
+            task_cap_action=_task_cap_action(options.get("task_cap_action", "give_up")),
+            max_failed_tasks=_integer(options, "max_failed_tasks", None),
         )
         if parsed.backoff_max < parsed.backoff:
             raise OptionError(
@@ -58,6 +67,82 @@ class Options:
                 f"got {parsed.backoff_max!r}"
             )
         return parsed
+
+    def changed(self) -> list[str]:
+        """``name=value`` for every option that differs from its default, for the log."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if isinstance(value, ExitPolicy):
+                shown.append(f"{f.name}={value.describe()}")
+            elif isinstance(value, Action):
+                shown.append(f"{f.name}={value.value!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return shown
+
+
+def _exit_policy(value: Any) -> ExitPolicy:
+    """Check the option ``exit_policy``: a list of ``(match, action)`` rules."""
+    if value is None:
+        return ExitPolicy()
+    if not isinstance(value, (list, tuple)):
+        raise OptionError(
+            f"install() option exit_policy must be a list of (match, action) rules, got {_shown(value)}"
+        )
+    return ExitPolicy(tuple(_rule(number, rule) for number, rule in enumerate(value, 1)))
+
+
+def _rule(number: int, rule: Any) -> Rule:
+    where = f"install() option exit_policy rule {number}"
+    if not isinstance(rule, (list, tuple)) or len(rule) != 2:
+        raise OptionError(f"{where} must be a (match, action) pair, got {_shown(rule)}")
+    match, action_name = rule
+    action = POLICY_ACTIONS.get(action_name) if isinstance(action_name, str) else None
+    if action is None:
+        raise OptionError(
+            f"{where} has an unknown action {_shown(action_name)}; accepted actions: "
+            f"{', '.join(map(repr, POLICY_ACTIONS))}"
+        )
+    if isinstance(match, (str, bytes, Mapping)) or not isinstance(match, Collection):
+        raise OptionError(
+            f"{where} must match a collection of exit statuses (0-255) and signal.Signals members, "
+            f"got {_shown(match)}"
+        )
+    if not match:
+        raise OptionError(f"{where} has an empty match; name at least one exit status or signal")
+    statuses: set[int] = set()
+    signals: set[int] = set()
+    for item in match:
+        if isinstance(item, signal.Signals):
+            signals.add(int(item))
+        elif isinstance(item, bool) or not isinstance(item, int):
+            raise OptionError(
+                f"{where} matches {_shown(item)}, neither an exit status (int 0-255) "
+                "nor a signal.Signals member"
+            )
+        elif not 0 <= item <= 255:
+            raise OptionError(f"{where} matches exit status {_shown(item)}, outside 0-255")
+        elif item in GUNICORN_STATUSES:
+            raise OptionError(
+                f"{where} matches exit status {item}, which gunicorn keeps for a worker that failed "
+                "to boot (3) or to load the app (4)"
+            )
+        else:
+            statuses.add(item)
+    return Rule(number, frozenset(statuses), frozenset(signals), action)
+
+
+def _task_cap_action(value: Any) -> Action:
+    action = TASK_CAP_ACTIONS.get(value) if isinstance(value, str) else None
+    if action is None:
+        raise OptionError(
+            "install() option task_cap_action must be one of "
+            f"{', '.join(map(repr, TASK_CAP_ACTIONS))}, got {_shown(value)}"
+        )
+    return action
 
 
 def _integer(options: Mapping[str, Any], name: str, default: int | None) -> Any:
@@ -105,6 +190,7 @@ def _shown(value: Any) -> str:
         return f"an int of {value.bit_length()} bits"
     except Exception:
         return f"a {type(value).__name__}"
+    shown = " ".join(shown.split("\n"))
     return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 3] + "..."
 
 

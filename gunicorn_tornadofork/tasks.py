@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .exits import Ending, Exit
+from .exits import Exit
+from .policy import NO_POLICY, TASKS_FAILED_STATUS, Action, ExitPolicy, judge
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,20 @@ class Outcome:
     exit: Exit
     restarts: int  # counted restarts that count toward max_restarts now, this one included
     replaced: bool  # the task gets a new worker with the same id
-    give_up: bool  # a restart cap is exceeded: the server stops
+    give_up: bool  # a cap is exceeded or a give_up rule matched: the server stops
     task_restarts: int = 0  # this task's counted restarts that count toward max_task_restarts
     delay: float = 0.0  # seconds the replacement waits (backoff)
+    action: Action = Action.COUNT  # what the end did to its task
+    rule: int | None = None  # the exit_policy rule that chose the action, if one did
+    why: str = ""  # why the action: "exit_policy rule 2", "2 restarts > max_task_restarts 1"
+    give_up_why: str = ""  # why the server stops: "3 restarts > max_restarts 2", ...
+    failed_tasks: int = 0  # tasks in range that have failed, this one included
+    counted: bool = True  # the end counted toward the caps (a count action, or the default)
+
+    @property
+    def failed(self) -> bool:
+        """Whether this end failed its task (a fail_task rule, or the per-task cap)."""
+        return self.action is Action.FAIL_TASK
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class TaskState:
     uptime: float | None
     done: bool
     waiting: float | None  # seconds left of its backoff
+    failed: bool = False  # the task failed (exit_policy or the per-task cap): not replaced
 
 
 class TaskTable:
@@ -65,6 +78,9 @@ class TaskTable:
         max_task_restarts: int | None = None,
         backoff: float = 0.0,
         backoff_max: float = 30.0,
+        policy: ExitPolicy = NO_POLICY,
+        task_cap_action: Action = Action.GIVE_UP,
+        max_failed_tasks: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if size < 0 or max_restarts < 0 or offset < 0:
@@ -76,6 +92,9 @@ class TaskTable:
         self.max_task_restarts = max_task_restarts
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.policy = policy
+        self.task_cap_action = task_cap_action
+        self.max_failed_tasks = max_failed_tasks
         self.clock = clock
         self.restarts = 0  # every counted restart since start
         # With a window: the times of the counted restarts inside it, for the server and for
@@ -91,6 +110,7 @@ class TaskTable:
         self._task_of: dict[int, int] = {}  # pid -> task id
         self._stopping: set[int] = set()  # pids the arbiter asked to stop
         self._done: set[int] = set()  # task ids that finished
+        self._failed: set[int] = set()  # task ids that failed
 
     # -- queries --------------------------------------------------------------------
 
@@ -118,12 +138,16 @@ class TaskTable:
         """The ids of the tasks that finished."""
         return frozenset(self._done)
 
+    def failed(self) -> frozenset[int]:
+        """The ids of the tasks that failed."""
+        return frozenset(self._failed)
+
     def pending(self) -> Iterator[int]:
-        """The ids, lowest first, that need a worker now: in range, not done, not held, not
-        waiting out a backoff."""
+        """The ids, lowest first, that need a worker now: in range, not done, not failed, not
+        held, not waiting out a backoff."""
         now = self.clock() if self._ready_at else 0.0
         for task_id in self.ids():
-            if task_id in self._pid_of or task_id in self._done:
+            if task_id in self._pid_of or task_id in self._done or task_id in self._failed:
                 continue
             if self._ready_at.get(task_id, now) > now:
                 continue
@@ -138,7 +162,10 @@ class TaskTable:
         waiting = [
             at
             for task_id, at in self._ready_at.items()
-            if task_id in self.ids() and task_id not in self._pid_of and task_id not in self._done
+            if task_id in self.ids()
+            and task_id not in self._pid_of
+            and task_id not in self._done
+            and task_id not in self._failed
         ]
         return min(waiting, default=None)
 
@@ -152,12 +179,26 @@ class TaskTable:
 
     def all_done(self) -> bool:
         """Whether there is at least one task, every task finished and no worker is left."""
-        return self.size > 0 and not self._pid_of and all(t in self._done for t in self.ids())
+        return self.ended() and not self._failed
+
+    def ended(self) -> bool:
+        """Whether there is at least one task, every task finished or failed, and no worker is
+        left: nothing runs or waits, nothing will."""
+        ended = self._done | self._failed
+        return self.size > 0 and not self._pid_of and all(t in ended for t in self.ids())
+
+    def exit_status(self) -> int | None:
+        """The server's exit status once no task is left (0 all finished, 6 one failed), or
+        None while a task runs or waits."""
+        if not self.ended():
+            return None
+        return TASKS_FAILED_STATUS if self._failed else 0
 
     def settled(self) -> bool:
-        """Whether every task in range has a live worker not asked to stop, or has finished,
-        and no other worker is live: nothing is due until a worker ends or the size changes."""
-        return len(self._pid_of) + len(self._done) == self.size and not self._stopping
+        """Whether every task in range has a live worker not asked to stop, has finished or
+        has failed, and no other worker is live: nothing is due until a worker ends or the
+        size changes."""
+        return len(self._pid_of) + len(self._done) + len(self._failed) == self.size and not self._stopping
 
     def counted_restarts(self) -> int:
         """The counted restarts that count toward ``max_restarts`` now."""
@@ -182,6 +223,7 @@ class TaskTable:
                     None if pid is None or started is None else now - started,
                     task_id in self._done,
                     None if pid is not None or ready is None or ready <= now else ready - now,
+                    task_id in self._failed,
                 )
             )
         return result
@@ -195,12 +237,13 @@ class TaskTable:
             raise ValueError("size must be >= 0")
         self.size = size
         # A retired id that comes back later (scale down, then up) is a new task: nothing of
-        # the old one carries over (finished, restart times and counts, backoff).
+        # the old one carries over (finished, failed, restart times and counts, backoff).
         ids = self.ids()
         for per_task in (self._task_recent, self._task_count, self._streak, self._ready_at):
             for task_id in [t for t in per_task if t not in ids]:
                 del per_task[task_id]
         self._done = {t for t in self._done if t in ids}
+        self._failed = {t for t in self._failed if t in ids}
         return sorted(
             pid
             for task_id, pid in self._pid_of.items()
@@ -222,18 +265,20 @@ class TaskTable:
             self._stopping.add(pid)
 
     def exited(self, pid: int, exit: Exit) -> Outcome | None:
-        """Release the task held by ``pid`` and judge what follows; None for an unknown pid."""
+        """Release the task held by ``pid`` and judge what follows (the exit policy first,
+        then the exit table, then the caps); None for an unknown pid."""
         task_id = self._task_of.pop(pid, None)
         if task_id is None:
             return None
         del self._pid_of[task_id]
         self._stopping.discard(pid)
         started = self._started.pop(task_id, None)
-        if exit.ending is Ending.FINISHED and task_id in self.ids():
-            # A retired id that finishes is not done: if it comes back, it is a new task.
-            self._done.add(task_id)
+        # A retired id is no task any more: it neither finishes nor fails, and its counted
+        # end counts for the server only. If it comes back, it is a new task.
         in_range = task_id in self.ids()
-        counted = exit.ending.counted
+        verdict = judge(exit, self.policy)
+        action, why = verdict.action, verdict.why()
+        counted = action is Action.COUNT
         now = self.clock()
         task_restarts = 0
         if counted:
@@ -241,22 +286,56 @@ class TaskTable:
             if self.restart_window is not None:
                 self._recent.append(now)
             if in_range:
-                # A retired id's end counts for the server only: its task no longer exists.
                 if self.restart_window is None:
                     self._task_count[task_id] = self._task_count.get(task_id, 0) + 1
                 else:
                     self._task_recent.setdefault(task_id, deque()).append(now)
                 task_restarts = self._task_restarts(task_id, now)
         restarts = self.counted_restarts()
-        give_up = counted and (
-            restarts > self.max_restarts
-            or (self.max_task_restarts is not None and task_restarts > self.max_task_restarts)
-        )
+        give_up, give_up_why = False, ""
+        if action is Action.GIVE_UP:
+            give_up, give_up_why = True, why
+        elif counted and restarts > self.max_restarts:
+            give_up, give_up_why = True, f"{restarts} restarts > max_restarts {self.max_restarts}"
+        elif counted and self.max_task_restarts is not None and task_restarts > self.max_task_restarts:
+            cap = f"{task_restarts} restarts > max_task_restarts {self.max_task_restarts}"
+            if self.task_cap_action is Action.FAIL_TASK:
+                action, why = Action.FAIL_TASK, cap
+            else:
+                give_up, give_up_why = True, f"task {task_id}: {cap}"
+        if in_range and action is Action.FINISH:
+            self._done.add(task_id)
+        if in_range and action is Action.FAIL_TASK:
+            self._failed.add(task_id)
+            if self.max_failed_tasks is not None and len(self._failed) > self.max_failed_tasks:
+                give_up = True
+                give_up_why = f"{len(self._failed)} failed tasks > max_failed_tasks {self.max_failed_tasks}"
         delay = self._backoff(task_id, now, started) if counted and in_range else 0.0
-        replaced = not give_up and not exit.ending.halts and in_range and task_id not in self._done
+        replaced = (
+            not give_up
+            and action in (Action.COUNT, Action.IGNORE)
+            and in_range
+            and task_id not in self._done
+            and task_id not in self._failed
+        )
         if replaced and delay:
             self._ready_at[task_id] = now + delay
-        return Outcome(task_id, pid, exit, restarts, replaced, give_up, task_restarts, delay)
+        return Outcome(
+            task_id,
+            pid,
+            exit,
+            restarts,
+            replaced,
+            give_up,
+            task_restarts,
+            delay if replaced else 0.0,
+            action=action,
+            rule=verdict.rule.number if verdict.rule is not None else None,
+            why=why,
+            give_up_why=give_up_why,
+            failed_tasks=len(self._failed),
+            counted=counted,
+        )
 
     # -- internals ------------------------------------------------------------------
 

@@ -4,7 +4,10 @@ A model of the arbiter drives the pure core (``TaskTable`` and ``classify``) thr
 crashes, kills, recycles, timeouts, finishes, stop requests, scaling and reloads, and after
 every step checks the invariants: ids stay in range (or are being retired), no id has two
 holders, a finished task is never pending, the restart count is the number of counted ends,
-and the server gives up exactly when that count first exceeds ``max_restarts``.
+and the server gives up exactly when that count first exceeds ``max_restarts``. Each history
+runs under a random exit policy (rules, ``max_task_restarts`` with either ``task_cap_action``,
+``max_failed_tasks``): every end gets the first matching rule's action, failed tasks are never
+pending, and the server stops with the right status.
 
 Each event of a history is one drawn integer that the model decodes (what happens, to which
 worker, with which status and report): one draw per step keeps thousands of histories within
@@ -16,7 +19,8 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -32,6 +36,8 @@ from gunicorn_tornadofork.exits import (
     signal_name,
     signal_report,
 )
+from gunicorn_tornadofork.options import Options
+from gunicorn_tornadofork.policy import TASKS_FAILED_STATUS
 from gunicorn_tornadofork.tasks import TaskTable
 
 REPORT_SIZE = 8
@@ -66,6 +72,80 @@ REPORTS = BARE_REPORTS + [padded(r) for r in BARE_REPORTS if len(r) < REPORT_SIZ
 STOP_STATUSES = [0, 1 << 8, signal.SIGTERM, signal.SIGKILL]
 ABORT_STATUSES = [0, 1 << 8, signal.SIGKILL, signal.SIGABRT | 0x80]
 MAX_TASKS = 8
+# What random rules match: statuses a worker may exit with and signals that may kill it.
+MATCH_ITEMS: list[int] = [
+    *(0, 1, 2, 11, 15, 42, 75, 78, 255),
+    signal.SIGKILL,
+    signal.SIGSEGV,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGABRT,
+]
+POLICY_ACTIONS = ["count", "ignore", "finish", "fail_task", "give_up"]
+# The exit table's own action for each kind of end.
+TABLE_ACTIONS = {
+    Ending.STOPPED: "ignore",
+    Ending.RECYCLED: "ignore",
+    Ending.FINISHED: "finish",
+    Ending.KILLED: "count",
+    Ending.FAILED: "count",
+    Ending.TIMED_OUT: "count",
+    Ending.BOOT_FAILED: "halt",
+    Ending.APP_FAILED: "halt",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A random exit policy, as the options of install() give it."""
+
+    # Lists, not sets: a set would fold status 11 and SIGSEGV (equal ints) into one.
+    rules: tuple[tuple[tuple[int, ...], str], ...] = ()
+    max_task_restarts: int | None = None
+    task_cap_action: str = "give_up"
+    max_failed_tasks: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "exit_policy": [(list(match), action) for match, action in self.rules],
+            "max_task_restarts": self.max_task_restarts,
+            "task_cap_action": self.task_cap_action,
+            "max_failed_tasks": self.max_failed_tasks,
+        }
+
+    def action(self, exit: Exit) -> tuple[str, int | None]:
+        """The model's reading of the contract: the first rule matching the signal (else the
+        status) of a worker's own end decides; anything else follows the exit table."""
+        if exit.ending in (Ending.FINISHED, Ending.FAILED, Ending.KILLED) and not exit.reported:
+            for number, (match, action) in enumerate(self.rules, 1):
+                if exit.signal is not None:
+                    hit = any(isinstance(m, signal.Signals) and m == exit.signal for m in match)
+                else:
+                    hit = any(not isinstance(m, signal.Signals) and m == exit.status for m in match)
+                if hit:
+                    return action, number
+        return TABLE_ACTIONS[exit.ending], None
+
+
+NO_POLICY = Policy()
+policies = st.builds(
+    Policy,
+    rules=st.lists(
+        st.tuples(
+            st.lists(
+                st.sampled_from(MATCH_ITEMS),
+                min_size=1,
+                max_size=3,
+                unique_by=lambda m: (type(m) is signal.Signals, int(m)),
+            ).map(tuple),
+            st.sampled_from(POLICY_ACTIONS),
+        ),
+        max_size=4,
+    ).map(tuple),
+    max_task_restarts=st.one_of(st.none(), st.integers(min_value=0, max_value=3)),
+    task_cap_action=st.sampled_from(["give_up", "fail_task"]),
+    max_failed_tasks=st.one_of(st.none(), st.integers(min_value=0, max_value=3)),
+)
 
 # -- classify on its own --------------------------------------------------------------------
 
@@ -93,11 +173,13 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         assert result.status == code
         return
     assert not result.ending.halts
-    if finished_report and (aborted or code in (0, -signal.SIGTERM)):
+    # USR1 reaches a worker past its loop, which may die of it: its own report still stands
+    upkeep = code == -signal.SIGUSR1
+    if finished_report and (aborted or upkeep or code in (0, -signal.SIGTERM, -signal.SIGINT)):
         assert result == Exit(Ending.FINISHED, status=0)
     elif requested:
         assert result.ending is Ending.STOPPED
-    elif aborted and bare == REPORT_RECYCLED:
+    elif (aborted or upkeep) and bare == REPORT_RECYCLED:
         assert result == Exit(Ending.RECYCLED, status=0)
     elif aborted:
         assert result.ending is Ending.TIMED_OUT
@@ -113,6 +195,8 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
         assert result == Exit(Ending.RECYCLED, status=0)
     else:
         assert result == Exit(Ending.FINISHED, status=0)
+    # only the finished report makes an end the worker's own word, outside the exit policy
+    assert result.reported == (result.ending is Ending.FINISHED and finished_report)
     # a stop or a timeout keeps the signal or status that ended the worker
     if result.ending in (Ending.STOPPED, Ending.TIMED_OUT):
         assert (result.signal, result.status) == ((-code, None) if code < 0 else (None, code))
@@ -121,7 +205,8 @@ def test_classify_follows_the_exit_table(status: int, report: bytes, requested: 
     own_end = finished_report or bare == REPORT_RECYCLED
     if aborted and not requested and not own_end:
         assert result.ending.counted
-    if not aborted and not requested and code != 0 and not (finished_report and code == -signal.SIGTERM):
+    own_word = finished_report and code in (-signal.SIGTERM, -signal.SIGINT)
+    if not aborted and not requested and code != 0 and not own_word and not (upkeep and own_end):
         assert result.ending.counted
 
 
@@ -151,21 +236,31 @@ class Arbiter:
     server of the size and cap the history started with.
     """
 
-    def __init__(self, size: int, cap: int) -> None:
+    def __init__(self, size: int, cap: int, policy: Policy = NO_POLICY) -> None:
         self.first_size = size
         self.next_pid = 1000
         self.servers = 0
+        self.policy = policy
         self.start_server(size, cap)
 
     def start_server(self, size: int, cap: int) -> None:
         self.servers += 1
-        self.table = TaskTable(size, cap)
+        options = Options.parse({"max_restarts": cap, **self.policy.options()})
+        self.table = TaskTable(
+            size,
+            cap,
+            max_task_restarts=options.max_task_restarts,
+            policy=options.exit_policy,
+            task_cap_action=options.task_cap_action,
+            max_failed_tasks=options.max_failed_tasks,
+        )
         self.size = size
         self.cap = cap
         self.holder: dict[int, int] = {}  # pid -> task id
         self.stopping: set[int] = set()
         self.aborted: set[int] = set()
         self.done: set[int] = set()  # finished ids still in range
+        self.failed: set[int] = set()  # failed ids still in range
         self.restarts = 0
         self.task_restarts: dict[int, int] = {}  # counted ends of each id while in range
 
@@ -181,7 +276,7 @@ class Arbiter:
 
     def model_pending(self) -> list[int]:
         held = set(self.holder.values())
-        return [t for t in range(self.size) if t not in held and t not in self.done]
+        return [t for t in range(self.size) if t not in held and t not in self.done and t not in self.failed]
 
     def spawn(self) -> None:
         task = self.table.next_pending()
@@ -206,23 +301,49 @@ class Arbiter:
         outcome = self.table.exited(pid, exit)
         assert outcome is not None
         assert (outcome.task_id, outcome.pid, outcome.exit) == (task, pid, exit)
-        if exit.ending is Ending.FINISHED and task < self.size:
-            self.done.add(task)
-        if exit.ending.counted:
+        in_range = task < self.size
+        action, rule = self.policy.action(exit)
+        assert outcome.rule == rule
+        counted = action == "count"
+        if counted:
             self.restarts += 1
-            if task < self.size:
+            if in_range:
                 self.task_restarts[task] = self.task_restarts.get(task, 0) + 1
+        task_cap = self.policy.max_task_restarts
+        over_task_cap = counted and in_range and task_cap is not None and self.task_restarts[task] > task_cap
+        give_up = action == "give_up" or (counted and self.restarts > self.cap)
+        if over_task_cap and not give_up:
+            if self.policy.task_cap_action == "fail_task":
+                action = "fail_task"
+            else:
+                give_up = True
+        if in_range and action == "finish":
+            self.done.add(task)
+        if in_range and action == "fail_task":
+            self.failed.add(task)
+            failed_cap = self.policy.max_failed_tasks
+            give_up = give_up or (failed_cap is not None and len(self.failed) > failed_cap)
+        assert outcome.action.value == action
+        assert outcome.counted == counted
+        assert outcome.failed_tasks == len(self.failed)
         assert outcome.restarts == self.restarts == self.table.restarts
-        assert outcome.give_up == (exit.ending.counted and self.restarts > self.cap)
-        if outcome.give_up:
+        assert outcome.give_up == give_up
+        if give_up and counted and action == "count" and not over_task_cap:
             assert self.restarts == self.cap + 1, "gives up when the count first exceeds the cap"
+        assert bool(outcome.give_up_why) == give_up
         expect_replaced = (
-            not outcome.give_up and not exit.ending.halts and task < self.size and task not in self.done
+            not give_up
+            and action in ("count", "ignore")
+            and in_range
+            and task not in self.done
+            and task not in self.failed
         )
         assert outcome.replaced == expect_replaced
-        if not outcome.give_up and not exit.ending.halts:
+        if not give_up and action != "halt":
             assert (task in self.table.pending()) == expect_replaced
-        over = outcome.give_up or exit.ending.halts or self.table.all_done()
+        over = give_up or action == "halt" or self.table.ended()
+        if self.table.ended():
+            assert self.table.exit_status() == (TASKS_FAILED_STATUS if self.failed else 0)
         self.check(over)
         if over:
             self.start_server(self.first_size, self.cap)
@@ -281,6 +402,18 @@ class Arbiter:
         exit, _ = self.end(pid, status, b"")
         assert exit.ending.counted
         return f"crash: pid {pid} status {status:#x} -> {exit.ending.name}"
+
+    def ruled_end(self, d: Digits) -> str:
+        """A worker exits with a status, or is killed by a signal, that a rule names."""
+        pids = self.free_pids()
+        if not pids or not self.policy.rules:
+            return "ruled_end: no free worker or no rule"
+        pid = d.choice(sorted(pids))
+        match, _ = d.choice(self.policy.rules)
+        item = d.choice(match)
+        status = int(item) if isinstance(item, signal.Signals) else item << 8
+        exit, _ = self.end(pid, status, b"")
+        return f"ruled_end: pid {pid} {item!r} -> {exit.ending.name}"
 
     def stranger_signal(self, d: Digits) -> str:
         """A worker stopped by a signal the arbiter did not send: counted."""
@@ -378,6 +511,7 @@ class Arbiter:
         assert retire == expected
         self.size = size
         self.done = {t for t in self.done if t < size}
+        self.failed = {t for t in self.failed if t < size}
         # a retired id is a new task when it comes back: its restarts are forgotten
         self.task_restarts = {t: n for t, n in self.task_restarts.items() if t < size}
         for pid in retire:
@@ -444,10 +578,15 @@ class Arbiter:
         assert table.running() == sorted(
             t for p, t in self.holder.items() if t < self.size and p not in self.stopping
         )
-        # a finished task is never pending; a retired id is forgotten
+        # a finished or failed task is never pending nor held; a retired id is forgotten
         done = {t for t in table.done() if t < self.size}
         assert done == self.done
         assert not done & set(pending)
+        assert table.failed() == self.failed
+        assert not self.failed & (set(pending) | set(live))
+        assert [s.failed for s in table.states()] == [t in self.failed for t in range(self.size)]
+        failed_cap = self.policy.max_failed_tasks
+        assert over or failed_cap is None or len(self.failed) <= failed_cap
         # the restart count is the number of counted ends, and has not passed the cap
         assert table.restarts == self.restarts
         assert over or self.restarts <= self.cap
@@ -457,6 +596,10 @@ class Arbiter:
         # every task finished and no worker left (the server would exit 0 right away)
         expected = self.size > 0 and not self.holder and self.done == set(range(self.size))
         assert table.all_done() == expected
+        # no task left running or waiting (the server would exit 0, or 6 if one failed)
+        ended = self.size > 0 and not self.holder and self.done | self.failed == set(range(self.size))
+        assert table.ended() == ended
+        assert table.exit_status() == (None if not ended else TASKS_FAILED_STATUS if self.failed else 0)
 
 
 EVENTS: list[Callable[[Arbiter, Digits], str]] = [
@@ -465,6 +608,7 @@ EVENTS: list[Callable[[Arbiter, Digits], str]] = [
     Arbiter.second_holder,
     Arbiter.any_end,
     Arbiter.crash,
+    Arbiter.ruled_end,
     Arbiter.stranger_signal,
     Arbiter.recycle,
     Arbiter.finish,
@@ -488,14 +632,17 @@ EVENTS: list[Callable[[Arbiter, Digits], str]] = [
     size=st.integers(min_value=0, max_value=MAX_TASKS - 1),
     cap=st.one_of(st.integers(min_value=0, max_value=4), st.integers(min_value=5, max_value=40)),
     events=st.lists(st.integers(min_value=0, max_value=2**24 - 1), min_size=20, max_size=100),
+    policy=st.one_of(st.just(NO_POLICY), policies),
 )
-def test_histories_keep_the_invariants(size: int, cap: int, events: list[int]) -> None:
+def test_histories_keep_the_invariants(size: int, cap: int, events: list[int], policy: Policy) -> None:
     """Through any history of spawns, ends of every kind, stop requests, timeouts, scaling
-    and reloads, the table agrees with the model after every step: ids in range or retiring,
-    one holder per id, finished tasks never pending, the restart count equal to the counted
-    ends, and give-up exactly when that count first exceeds the cap (then a new server)."""
-    arbiter = Arbiter(size, cap)
-    history: list[str] = [f"server: size {size}, max_restarts {cap}"]
+    and reloads, under any exit policy, the table agrees with the model after every step: ids
+    in range or retiring, one holder per id, finished and failed tasks never pending, every
+    end judged by the first matching rule, the restart count equal to the counted ends,
+    give-up exactly when a cap is first exceeded or a give_up rule matches (then a new
+    server), and status 6 exactly when no task is left and one failed."""
+    arbiter = Arbiter(size, cap, policy)
+    history: list[str] = [f"server: size {size}, max_restarts {cap}, {policy}"]
     try:
         for value in events:
             # 0, where shrinking takes unneeded events, does nothing
