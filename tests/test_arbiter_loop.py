@@ -161,13 +161,16 @@ def test_a_stop_signal_right_after_the_fork_is_not_lost(gunicorn: Start) -> None
     slow = []
     for _ in range(8):
         pids = list(server.wait_workers(range(4), timeout=20).values())
-        wait_for(lambda p=pids: all(booted(server, pid) for pid in p), 15, "every worker to boot")
+        try:
+            wait_for(lambda p=pids: all(booted(server, pid) for pid in p), 30, "every worker to boot")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}: {pids}, {server.workers()}\n{server.log()[-4000:]}") from None
         server.signal(signal.SIGHUP)
         server.signal(signal.SIGTTOU)
         try:
             server.wait_workers(range(3), timeout=5)
         except AssertionError:
-            slow.append(server.workers())
+            slow.append((server.workers(), server.log()[-4000:]))
             server.wait_workers(range(3), timeout=20)
         server.signal(signal.SIGTTIN)
     assert not slow, f"a retired worker outlived its stop signal: {slow}"

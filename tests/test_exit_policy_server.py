@@ -1,7 +1,7 @@
 """The exit policy end to end with real gunicorn: every action, first-match order, signals
 versus statuses, ``task_cap_action``, ``max_failed_tasks``, failed tasks in the title, USR1,
 the control socket and statsd, status 6, HUP/TTOU/TTIN with a failed task, and every refused
-policy, with the sync worker and the threaded one."""
+policy, with the sync worker, the threaded one and gevent's."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def post_worker_init(worker):
         f.write(f"ready {worker.task_id} {os.getpid()}\\n")
 """
 
-CLASSES = pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+CLASSES = pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 
 
 def start(gunicorn, options: str, workers: int = 2, worker_class: str = "sync", config: str = "") -> Server:
