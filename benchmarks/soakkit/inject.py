@@ -57,11 +57,24 @@ class Injector:
         if pid is None:
             return "skipped: no target"
         task = self.model.workers[pid].task
-        self.model.expect(
-            pid, self.signal_outcomes(name), self.run.now() + END_SECONDS + self.slow, f"{name} sent"
-        )
-        os.kill(pid, signal.Signals[name])
+        deadline = self.run.now() + END_SECONDS + self.slow
+        if not self.send(pid, signal.Signals[name], self.signal_outcomes(name), deadline, f"{name} sent"):
+            return f"skipped: task {task} pid {pid} was already reaped"
         return f"task {task} pid {pid}"
+
+    def send(
+        self, pid: int, sig: signal.Signals, outcomes: frozenset[str], deadline: float, why: str
+    ) -> bool:
+        """Signal worker ``pid``, expecting one of ``outcomes``; False (and nothing expected)
+        when the master reaped it before the soak read that it ended."""
+        expected = self.model.expect(pid, outcomes, deadline, why)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            if expected:
+                self.model.unexpect(pid)
+            return False
+        return True
 
     def request(self, path: str, outcomes: frozenset[str] | None, seconds: float | None, why: str) -> str:
         """Send ``path`` in the background; the worker that begins it must end in ``outcomes``
@@ -98,10 +111,10 @@ class Injector:
                 return "skipped: busy worker not available"
             if arg == "SIGTERM" and pid in self.run.ignore_term:
                 return "skipped: the busy worker ignores SIGTERM"
-            self.model.expect(
-                pid, self.signal_outcomes(arg), self.run.now() + END_SECONDS + 2, f"{arg} sent mid-request"
-            )
-            os.kill(pid, signal.Signals[arg])
+            deadline = self.run.now() + END_SECONDS + 2
+            why = f"{arg} sent mid-request"
+            if not self.send(pid, signal.Signals[arg], self.signal_outcomes(arg), deadline, why):
+                return f"skipped: pid {pid} was already reaped"
             return f"task {self.model.workers[pid].task} pid {pid}"
         if kind == "exit":
             status, how = arg.split("/")
@@ -184,8 +197,9 @@ class Injector:
                 pid = self.model.running().get(top)
                 if pid is None:
                     return "; ".join([*notes, f"task {top} has no running worker"])
-                self.model.expect(pid, killed("SIGKILL"), self.run.now() + END_SECONDS, "SIGKILL sent")
-                os.kill(pid, signal.SIGKILL)
+                deadline = self.run.now() + END_SECONDS
+                if not self.send(pid, signal.SIGKILL, killed("SIGKILL"), deadline, "SIGKILL sent"):
+                    return "; ".join([*notes, f"task {top} pid {pid} was already reaped"])
                 notes.append(f"SIGKILL task {top} pid {pid}")
             else:
                 notes.append(self.simple(step, 0))
@@ -204,18 +218,18 @@ class Injector:
             self.model.reload(size, now)
             self.run.windows.append((now, self.model.reload_until))
             self.run.hup_at = now
-            self.server.signal(signal.SIGHUP)
+            self.master_signal(signal.SIGHUP, any_live)
             return f"HUP (workers {size})"
         if kind == "ttin":
             self.model.scale(self.model.size + 1, now, "TTIN")
             self.run.windows.append((now, now + END_SECONDS))
-            self.server.signal(signal.SIGTTIN)
+            self.master_signal(signal.SIGTTIN, any_live)
             return f"TTIN (tasks {self.model.size})"
         if kind == "ttou":
             if self.model.size > 1:
                 self.model.scale(self.model.size - 1, now, "TTOU")
             self.run.windows.append((now, now + END_SECONDS))
-            self.server.signal(signal.SIGTTOU)
+            self.master_signal(signal.SIGTTOU, any_live)
             return f"TTOU (tasks {self.model.size})"
         if kind == "usr1":
             if any_live:  # one of two signals at once: its lines are not waited for
@@ -223,6 +237,16 @@ class Injector:
                 return "USR1"
             return self.usr1()
         raise ValueError(kind)
+
+    def master_signal(self, sig: signal.Signals, together: bool) -> None:
+        """Send ``sig`` to the master; unless it goes with another one on purpose, wait until
+        the master takes it up: two pending signals reach it lowest number first, so a TTOU
+        followed too closely by a TTIN would be taken the other way round on a busy machine."""
+        name = sig.name[3:].lower()
+        before = self.run.handled[name]
+        self.server.signal(sig)
+        if not together:
+            self.run.wait(lambda: self.run.handled[name] > before, 10.0)
 
     def usr1(self) -> str:
         """USR1: logs reopened, no worker replaced, one line per task."""

@@ -176,13 +176,21 @@ class Model:
 
     # -- what the soak did --------------------------------------------------------------
 
-    def expect(self, pid: int, outcomes: Iterable[str], deadline: float | None, why: str) -> None:
+    def expect(self, pid: int, outcomes: Iterable[str], deadline: float | None, why: str) -> bool:
         """The soak did something to worker ``pid``: it must end in one of ``outcomes`` by
-        ``deadline`` (or, with None, may also live on)."""
+        ``deadline`` (or, with None, may also live on). False if the worker has ended."""
         w = self.workers.get(pid)
         if w is None or w.ended_at is not None:
-            return
+            return False
         w.expectations.append(Expectation(frozenset(outcomes), deadline, why))
+        return True
+
+    def unexpect(self, pid: int) -> None:
+        """Take back the last expectation on ``pid``: what the soak meant to do to it did not
+        happen."""
+        w = self.workers.get(pid)
+        if w is not None and w.expectations:
+            w.expectations.pop()
 
     def expect_request(self, request: int, outcomes: Iterable[str], deadline: float | None, why: str) -> None:
         """As :meth:`expect`, for whichever worker begins serving ``request``."""

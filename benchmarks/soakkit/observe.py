@@ -17,6 +17,7 @@ _GIVE_UP_TASK = re.compile(r"^task \d+: (\d+) restarts > max_task_restarts \d+$"
 _ALL_FINISHED = re.compile(r"\bAll (\d+) tasks finished\b")
 _TITLE = re.compile(r"tasks (\d+)/(\d+) restarts (\d+)/(\d+)")
 _USR1 = re.compile(r"\] task (\d+): (.*)$")
+_HANDLING = re.compile(r"\] Handling signal: (\w+)$")
 
 
 def _read(path: str) -> bytes:
@@ -120,7 +121,7 @@ class Tail:
 
 @dataclass(frozen=True)
 class LogEvent:
-    kind: str  # "end", "finished", "usr1", "traceback"
+    kind: str  # "end", "finished", "usr1", "handling", "traceback"
     end: EndLine | None = None
     number: int = 0
     text: str = ""
@@ -143,10 +144,12 @@ def outcome_of(phrase: str) -> str | None:
 
 
 def parse_log_line(line: str) -> LogEvent | None:
-    """The arbiter's line about a worker's end, all tasks finished, a USR1 task line, or a
-    traceback; None for anything else."""
+    """The arbiter's line about a worker's end, all tasks finished, a USR1 task line, a
+    signal it takes up, or a traceback; None for anything else."""
     if "Traceback (most recent call last)" in line:
         return LogEvent("traceback", text=line)
+    if m := _HANDLING.search(line):
+        return LogEvent("handling", text=m[1])
     if m := _ALL_FINISHED.search(line):
         return LogEvent("finished", number=int(m[1]))
     if m := _USR1.search(line):

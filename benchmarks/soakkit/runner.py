@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ class RoundRun:
         self.end_seen: dict[int, float] = {}  # pid -> when its end line was read
         self.outcomes: dict[int, str] = {}
         self.usr1: list[tuple[int, str]] = []
+        self.handled: Counter[str] = Counter()  # "hup" -> how many HUPs the master took up
         self.ignore_term = self.model.ignores_term  # pids whose app ignores SIGTERM
         self.background: list[Background] = []
         self.windows: list[tuple[float, float]] = []  # reload and scaling: (start, end)
@@ -148,6 +150,8 @@ class RoundRun:
             self.model.all_finished_line(event.number, now)
         elif event.kind == "usr1":
             self.usr1.append((event.number, event.text))
+        elif event.kind == "handling":
+            self.handled[event.text] += 1
 
     def sample(self) -> dict[int, list[int]]:
         """task -> live pids from /proc; a shared id is confirmed by re-reading every pid
