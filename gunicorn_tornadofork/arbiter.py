@@ -179,6 +179,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         self._settle()
         for pid in state.table.resize(self.num_workers):
             self._stop(pid)
+        if not self._stop_pending():
+            self._halt_if_ended()
         self.spawn_workers()
         # gunicorn's own upkeep (its worker-count metrics) runs whenever its rule "kill
         # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
@@ -254,6 +256,13 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             outcome = state.table.exited(reaped.pid, exit)
             if outcome is not None:
                 self._log_outcome(outcome)
+        self._halt_if_ended()
+
+    def _halt_if_ended(self) -> None:
+        """Stop the server once no task is left to run or wait: 0 when all finished, 6 when
+        one failed. A reap can end the last task, and so can a scale-down that retires the
+        last ones that were waiting out a backoff."""
+        state = self._tornadofork
         status = state.table.exit_status()
         if status == 0:
             self.log.info("All %d tasks finished", state.table.size)
@@ -286,6 +295,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self.log.debug("restart counted", extra=_metric("restarts", 1, "counter"))
         if action is Action.FAIL_TASK:
             self.log.error("%s: failed%s, not replaced", what, why)
+            if not outcome.give_up:
+                return
         if outcome.give_up:
             self.log.debug("gave up", extra=_metric("gave_up", 1, "counter"))
             self._show_state()  # the count that gave up, on the title for the whole shutdown
@@ -384,6 +395,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         self._settle()
         for pid in table.resize(self.num_workers):
             self._stop(pid)
+        self._halt_if_ended()
+        self._show_state()  # gunicorn's reload() has just titled the master anew
         old = [pid for pid in (table.pid_of(t) for t in table.running()) if pid is not None]
         step = max(1, -(-len(old) // 4))
         for start in range(0, len(old), step):

@@ -96,6 +96,26 @@ def test_master_title_keeps_the_task_state_after_a_reload(gunicorn: Start) -> No
     assert title == "gunicorn: master [testapp:wsgi] tasks 2/2 restarts 0/9"
 
 
+def test_master_title_keeps_the_task_state_while_a_reload_rolls(gunicorn: Start) -> None:
+    """A reload held up by a long request keeps the task state on the master's title from
+    its start, not only once every task has its successor."""
+    began = "def pre_request(worker, req):\n    open(_os.environ['TF_EVENTS'], 'a').write('began\\n')\n"
+    server = gunicorn(options="max_restarts=9", config="workers = 1\ngraceful_timeout = 20\n" + BOOTED + began)
+    (pid,) = server.wait_workers([0]).values()
+    wait_for(lambda: booted(server, pid), 15, "the worker to boot")
+    thread, replies = server.get_in_background("/sleep/4", timeout=20)
+    wait_for(lambda: "began" in server.event_lines(), 10, "the long request to begin")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Hang up: Master")
+    title = wait_for(
+        lambda: proc_title(server.pid).endswith("restarts 0/9") and proc_title(server.pid), 2, "the title"
+    )
+    assert server.worker_pids() == {0: pid}, "the reload was not held up"
+    assert title.endswith("tasks 0/1 restarts 0/9") or title.endswith("tasks 1/1 restarts 0/9"), title
+    thread.join(20)
+    assert replies == [200]
+
+
 # gunicorn's lines for a reaped worker, as each version writes them.
 REAP_LINE = re.compile(r"\[(\w+)\] (Worker \(pid:\d+\) (?:was sent|exited with) .*)$", re.M)
 

@@ -151,6 +151,7 @@ def test_fail_task_rule_keeps_the_others_serving_then_exits_6(gunicorn, worker_c
     log = server.log()
     assert f"task 2 (pid {pids[2]}) finished" in log
     assert "No task left to run: 2 of 3 tasks failed, 1 finished" in log
+    assert log.count(f"(pid {pids[1]})") == 1 and log.count(f"(pid {pids[0]})") == 1, log  # one decision each
     assert not server.pidfile.exists()
 
 
@@ -310,6 +311,24 @@ def test_ttou_then_ttin_makes_a_failed_id_a_new_task(gunicorn):
     server.wait_log(f"task 1 (pid {new1}) exited with status 42: failed (exit_policy rule 1), not replaced")
     title_ends(server, "tasks 1/2 restarts 0/100 failed 1")
     assert server.running()
+
+
+@pytest.mark.parametrize(("end", "status"), [(42, TASKS_FAILED_STATUS), (10, 0)])
+def test_scale_down_that_retires_the_last_waiting_task_ends_the_server(gunicorn, end, status):
+    """Task 0 fails (or finishes); task 1 crashes and waits out a long backoff; a TTOU that
+    retires task 1 leaves no task to run or wait: the server exits 6 (or 0) at once, with no
+    worker end to reap."""
+    server = start(gunicorn, "exit_policy=[({42}, 'fail_task'), ({10}, 'finish')], backoff=60", 2)
+    pids = ready(server, [0, 1])
+    exit_with(server, pids[0], end)
+    server.wait_log(f"task 0 (pid {pids[0]}) exited with status {end}:")
+    exit_with(server, pids[1], 1)
+    server.wait_log(f"task 1 (pid {pids[1]}) exited with status 1, restarting in 60s")
+    server.signal(signal.SIGTTOU)
+    assert server.wait_exit(timeout=15) == status
+    expected = "No task left to run: 1 of 1 tasks failed" if end == 42 else "All 1 tasks finished"
+    assert expected in server.log()
+    assert not server.pidfile.exists()
 
 
 def test_failed_task_in_usr1_control_socket_and_statsd(gunicorn):
