@@ -100,7 +100,8 @@ def test_master_title_keeps_the_task_state_while_a_reload_rolls(gunicorn: Start)
     """A reload held up by a long request keeps the task state on the master's title from
     its start, not only once every task has its successor."""
     began = "def pre_request(worker, req):\n    open(_os.environ['TF_EVENTS'], 'a').write('began\\n')\n"
-    server = gunicorn(options="max_restarts=9", config="workers = 1\ngraceful_timeout = 20\n" + BOOTED + began)
+    config = "workers = 1\ngraceful_timeout = 20\n" + BOOTED + began
+    server = gunicorn(options="max_restarts=9", config=config)
     (pid,) = server.wait_workers([0]).values()
     wait_for(lambda: booted(server, pid), 15, "the worker to boot")
     thread, replies = server.get_in_background("/sleep/4", timeout=20)
