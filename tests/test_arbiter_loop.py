@@ -96,6 +96,7 @@ def test_master_title_keeps_the_task_state_after_a_reload(gunicorn: Start) -> No
     assert title == "gunicorn: master [testapp:wsgi] tasks 2/2 restarts 0/9"
 
 
+@pytest.mark.compat
 def test_master_title_keeps_the_task_state_while_a_reload_rolls(gunicorn: Start) -> None:
     """A reload held up by a long request keeps the task state on the master's title from
     its start, not only once every task has its successor."""
