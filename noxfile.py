@@ -108,7 +108,8 @@ def lowest(session: nox.Session) -> None:
 )
 def compat(session: nox.Session, gunicorn: str) -> None:
     """The compatibility subset (pytest -m compat); on gunicorn 24.1.1 also the Guarantees and tables."""
-    install(session, gunicorn, "test,aiohttp")
+    # gevent: the Guarantees' exit-policy tests run it as their async class.
+    install(session, gunicorn, "test,aiohttp", *(["gevent>=24.10.1"] if gunicorn == MIDDLE else []))
     session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
     if gunicorn == MIDDLE:
         session.run("pytest", *PARALLEL, "-m", "not compat", *ON_EVERY_GUNICORN, *session.posargs)

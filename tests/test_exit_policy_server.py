@@ -6,6 +6,7 @@ policy, with the sync worker, the threaded one and gevent's."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -33,7 +34,9 @@ def post_worker_init(worker):
         f.write(f"ready {worker.task_id} {os.getpid()}\\n")
 """
 
-CLASSES = pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+NO_GEVENT = importlib.util.find_spec("gevent") is None
+GEVENT = pytest.param("gevent", marks=pytest.mark.skipif(NO_GEVENT, reason="gevent is not installed"))
+CLASSES = pytest.mark.parametrize("worker_class", ["sync", "gthread", GEVENT])
 
 
 def start(gunicorn, options: str, workers: int = 2, worker_class: str = "sync", config: str = "") -> Server:
