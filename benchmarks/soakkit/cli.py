@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     total = Result()
     logs: list[str] = []
+    ran = dropped = 0
     for rnd in rounds:
         if rnd.index and time.monotonic() - start > args.seconds:
             break
+        ran += 1
+        dropped += rnd.privdrop
         run = RoundRun(
             rnd,
             root / f"round{rnd.index}",
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"soak: seed {args.seed}, gunicorn {gunicorn}, {args.worker_class}, "
-        f"{time.monotonic() - start:.0f}s: {total.events} events injected, {total.requests} requests sent, "
+        f"{time.monotonic() - start:.0f}s, {ran} rounds ({dropped} with privilege drop): "
+        f"{total.events} events injected, {total.requests} requests sent, "
         f"{total.failed} failed ({total.explained} explained), {total.restarts} restarts counted, "
         f"{len(total.violations)} violations",
         flush=True,
