@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from soakkit.model import FINISHED, RECYCLED, STOPPED, Contract, EndLine, Model, killed
 from soakkit.observe import parse_log_line
-from soakkit.plan import make_plan
+from soakkit.plan import ORDERED, make_plan
 
 
 def started(workers: int = 3, **contract: object) -> Model:
@@ -201,3 +201,19 @@ def test_the_plan_replays_from_its_seed(worker_class: str) -> None:
     safe = make_plan(11, 90, worker_class, 3, timeout=4, root=True, mix="safe")
     assert not any(event.bugs for r in safe for event in r.events)
     assert not any(r.bugs for r in safe)
+
+
+def test_pairs_never_hold_two_signals_whose_order_matters() -> None:
+    """A TTOU and a HUP sent together were once taken TTOU first (a SIGCHLD handler running
+    as they arrived), and the model, which had applied them lowest number first, expected
+    the other outcome: pairs hold at most one of HUP, TTIN and TTOU."""
+    pairs = [
+        set(event.arg.split("+"))
+        for seed in range(40)
+        for r in make_plan(seed, 600, "sync", 3, timeout=4, root=True, mix="all")
+        for event in r.events
+        if event.kind == "pair"
+    ]
+    assert len(pairs) > 100
+    assert all(len(pair & ORDERED) <= 1 for pair in pairs)
+    assert any(pair & ORDERED for pair in pairs)

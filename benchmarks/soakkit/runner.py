@@ -46,6 +46,10 @@ class RoundRun:
         self.traits = traits(worker_class)
         self.mix = mix
         self.old_gunicorn = int(gunicorn.split(".")[0]) < 24
+        # gunicorn 23's gthread worker, as it stops, closes the connections it accepted but
+        # has not read a request from, as uvicorn's and aiohttp's do (plain gunicorn 23 too:
+        # soak.md).
+        self.drops_on_stop = self.traits.drops_on_stop or (self.old_gunicorn and worker_class == "gthread")
         self.deadline = deadline  # when the soak's time is up: the finale comes next
         self.server = Server(directory, rnd, worker_class)
         opts = rnd.options
@@ -346,7 +350,8 @@ class RoundRun:
             if self.outcomes[pid].startswith(("killed:", "exited:", "timeout")) or pid in self.ignore_term
         }
         recycled = [at for pid, at in self.end_seen.items() if self.outcomes[pid] == "recycled"]
-        stopped = [at for pid, at in self.end_seen.items() if self.outcomes[pid] == "stopped"]
+        # A worker that finished its task stops as one asked to stop does.
+        stopped = [at for pid, at in self.end_seen.items() if self.outcomes[pid] in ("stopped", "finished")]
         for r in requests:
             if not r.failed:
                 continue
@@ -366,13 +371,13 @@ class RoundRun:
                 why = "a worker recycled before it began"
             elif (
                 pid is None
-                and self.traits.drops_on_stop
+                and self.drops_on_stop
                 and r.error.startswith(DROPPED)
                 and any(r.start - 0.5 <= at <= r.end + GRACEFUL_TIMEOUT + 3 for at in stopped)
             ):
-                # uvicorn and aiohttp close the connections they accepted but have not read
-                # from as they stop: plain gunicorn fails such requests in a reload too
-                # (see soak.md).
+                # uvicorn, aiohttp and gunicorn 23's gthread close the connections they
+                # accepted but have not read from as they stop: plain gunicorn fails such
+                # requests in a reload too (see soak.md).
                 why = "its class dropped it as a worker stopped"
             elif r.path.startswith("/exit/") and r.path.endswith("/sys"):
                 why = "its app raised SystemExit"
