@@ -7,6 +7,7 @@ decision is taken by the pure :class:`~gunicorn_tornadofork.tasks.TaskTable` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -23,6 +24,7 @@ from . import worker as worker_side
 from .exits import STOP_SIGNALS, Ending, classify
 from .options import Options, available_cpus
 from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
+from .prometheus import Exporter
 from .tasks import Outcome, TaskState, TaskTable
 
 __all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
@@ -61,6 +63,7 @@ class _State:
     failed_gauge: int = 0  # the last failed-task count sent as a metric
     # Workers asked to stop (scale-down, reload): pid -> when SIGKILL is due.
     kill_due: dict[int, float] = field(default_factory=dict)
+    prometheus: Exporter | None = None  # with prometheus=True
 
 
 class _NotingWaitpid:
@@ -114,9 +117,12 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
 
         self.worker_class = make_worker
         try:
-            with worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER):
+            exporting = state.prometheus.forking(task) if state.prometheus else contextlib.nullcontext()
+            with worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER), exporting:
                 pid: int = super().spawn_worker()
                 state.table.spawned(task, pid)
+                if state.prometheus:
+                    state.prometheus.spawned(pid, task)
         finally:
             self.worker_class = worker_class
         return pid
@@ -229,6 +235,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if state.failed_gauge != failed:
             state.failed_gauge = failed
             self.log.debug("%d tasks failed", failed, extra=_metric("failed", failed, "gauge"))
+        if state.prometheus:
+            state.prometheus.publish(table)
 
     def _stop_pending(self) -> bool:
         """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
@@ -254,6 +262,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 aborted=reaped.aborted,
             )
             outcome = state.table.exited(reaped.pid, exit)
+            if state.prometheus:
+                state.prometheus.reaped(reaped.pid, outcome)
             if outcome is not None:
                 self._log_outcome(outcome)
         self._halt_if_ended()
@@ -339,7 +349,11 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         end the master by SIGALRM instead of its exit status."""
         if self._tornadofork.options.backoff:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        super().halt(reason, exit_status)
+        try:
+            super().halt(reason, exit_status)
+        finally:
+            if self._tornadofork.prometheus:
+                self._tornadofork.prometheus.close()
 
     def handle_usr1(self) -> None:
         """gunicorn's USR1 (reopen logs, signal workers), then one log line per task."""
@@ -380,6 +394,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         waiting = self.master_pid != 0
         super().maybe_promote_master()
         if waiting and self.master_pid == 0:
+            if self._tornadofork.prometheus:
+                self._tornadofork.prometheus.sweep()  # the old master's files, if it was killed
             self._show_state()
 
     def setup(self, app: Any) -> None:
@@ -438,7 +454,7 @@ def _metric(name: str, value: int, mtype: str) -> dict[str, Any]:
     return {"metric": f"gunicorn.tornadofork.{name}", "value": value, "mtype": mtype}
 
 
-def install(server: Any, options: Options) -> None:
+def install(server: Any, options: Options, prometheus: Exporter | None = None) -> None:
     """Lay :class:`TornadoForkArbiter` over ``server``'s class and start its task table."""
     if server.num_workers <= 0:
         server.num_workers = available_cpus()
@@ -456,5 +472,5 @@ def install(server: Any, options: Options) -> None:
         task_cap_action=options.task_cap_action,
         max_failed_tasks=options.max_failed_tasks,
     )
-    server._tornadofork = _State(options, table)
+    server._tornadofork = _State(options, table, prometheus=prometheus)
     worker_side.enable(os.getpid())
