@@ -467,6 +467,8 @@ class Exporter:
                 key = (outcome.task_id, restart_cause(outcome.exit))
                 self.restarts[key] = self.restarts.get(key, 0) + 1
             self.gave_up = self.gave_up or outcome.give_up
+        # Another master's workers may have died with it (killed): their live gauges go too.
+        self.sweep(every=1.0)
 
     def sweep(self, every: float = 0.0) -> None:
         """Remove the live gauges of every identifier of this module's that no live process

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from test_compat_signals import ready
+from test_compat_signals import read_pid, ready
 
-from server import Server, answer, wait_for
+from server import Server, answer, pid_alive, wait_for
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -232,3 +232,198 @@ def test_counts_and_gauges_across_restarts(
     started = value(samples, "gunicorn_tornadofork_task_start_time_seconds", pid="master", task="0")
     assert started is not None and killed_at <= started <= time.time()
     assert value(samples, "gunicorn_tornadofork_task_start_time_seconds", pid="master", task="1") is None
+
+
+# -- identifiers unique among live processes --------------------------------------------------
+
+
+def writers(pids: Iterable[int], metrics: Path) -> dict[str, set[int]]:
+    """File name -> the pids among ``pids`` that map it writable (prometheus_client writes
+    through a shared writable mapping of each of its files)."""
+    mapped: dict[str, set[int]] = {}
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and "w" in fields[1] and fields[5].startswith(f"{metrics}/"):
+                mapped.setdefault(os.path.basename(fields[5]), set()).add(pid)
+    return mapped
+
+
+def assert_one_writer_each(mapped: dict[str, set[int]], workers: dict[int, str]) -> None:
+    """Every file has one writer, and each worker (pid -> identifier) writes its own files."""
+    shared = {name: pids for name, pids in mapped.items() if len(pids) > 1}
+    assert not shared, f"files written by several live processes: {shared}"
+    for pid, identifier in workers.items():
+        mine = {name for name, pids in mapped.items() if pid in pids}
+        assert mine == {f"{kind}_{identifier}.db" for kind in FILE_KINDS}, (pid, mine)
+
+
+FILE_KINDS = ("counter", "histogram", "gauge_all", "gauge_liveall", "gauge_livesum")
+
+# USR2 runs sys.argv again: for ``python -m gunicorn`` that is gunicorn/__main__.py as a script,
+# whose directory then comes first on sys.path and whose gunicorn.http shadows the standard
+# library's http (prometheus_client imports http.server). The new master runs ``-m`` again.
+REEXEC_AS_MODULE = """
+import sys as _sys
+
+def pre_exec(server):
+    server.START_CTX["args"] = [_sys.executable, "-m", "gunicorn", *server.START_CTX["args"][2:]]
+    server.START_CTX[0] = _sys.executable
+"""
+
+
+@pytest.mark.parametrize(("worker_class", "preload"), KINDS)
+def test_usr2_generations_write_no_file_together(
+    gunicorn: Start, tmp_path: Path, worker_class: str, preload: bool
+) -> None:
+    """During a USR2 upgrade both generations number their tasks 0 and 1: the new one writes
+    under ``task0-1``, ``task1-1`` and ``master-1``, no file has two writers, and the counters
+    add up across the generations. The old master, stopping, takes its live gauges along."""
+    metrics = tmp_path / "metrics"
+    server = start(gunicorn, metrics, worker_class, preload, config=REEXEC_AS_MODULE)
+    client = Client(server)
+    old = ready(server, [0, 1])
+    for task in (0, 1):
+        client.answer_from(task)
+    server.signal(signal.SIGUSR2)
+    new_master = wait_for(lambda: read_pid(Path(f"{server.pidfile}.2")), 15, "the new master's pidfile")
+    try:
+        new = ready(server, [0, 1], master=new_master)
+        mapped = writers([server.pid, new_master, *old.values(), *new.values()], metrics)
+        assert_one_writer_each(
+            mapped, {old[0]: "task0", old[1]: "task1", new[0]: "task0-1", new[1]: "task1-1"}
+        )
+        assert {"gauge_liveall_master.db", "gauge_liveall_master-1.db"} <= db_files(metrics)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        wait_for(lambda: read_pid(server.pidfile) == new_master, 15, "the new master to be promoted")
+        files = db_files(metrics)
+        assert "gauge_liveall_master.db" not in files
+        assert not {f"gauge_{mode}_task{t}.db" for mode in ("liveall", "livesum") for t in (0, 1)} & files
+        for task in (0, 1):
+            assert client.answer_from(task)["ppid"] == str(new_master)
+        samples = scrape(server)
+        assert value(samples, "app_requests_total") == client.answered
+        assert value(samples, "app_live_workers") == 2
+        assert value(samples, "gunicorn_tornadofork_tasks", pid="master-1", state="running") == 2
+    finally:
+        if pid_alive(new_master):
+            os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(new_master), 20, "the new master to stop")
+
+
+def test_servers_sharing_a_directory_write_no_file_together(gunicorn: Start, tmp_path: Path) -> None:
+    """Two servers on one directory, with ``task_id_offset`` 0 and 1: the task id both run
+    (1) gets a slot each, the others keep the bare id; no file has two writers; either
+    server's /metrics counts the requests of both."""
+    metrics = tmp_path / "metrics"
+    first = start(gunicorn, metrics, options="prometheus=True, task_id_offset=0")
+    first_workers = ready(first, [0, 1])
+    second = start(gunicorn, metrics, options="prometheus=True, task_id_offset=1")
+    second_workers = ready(second, [1, 2])
+    mapped = writers([first.pid, second.pid, *first_workers.values(), *second_workers.values()], metrics)
+    assert_one_writer_each(
+        mapped,
+        {
+            first_workers[0]: "task0",
+            first_workers[1]: "task1",
+            second_workers[1]: "task1-1",
+            second_workers[2]: "task2",
+        },
+    )
+    clients = [Client(first), Client(second)]
+    for client, tasks in zip(clients, ([0, 1], [1, 2]), strict=True):
+        for task in tasks:
+            client.answer_from(task)
+    for server in (first, second):
+        samples = scrape(server)
+        assert value(samples, "app_requests_total") == sum(c.answered for c in clients)
+        assert value(samples, "gunicorn_tornadofork_tasks", pid="master", state="running") == 2
+        assert value(samples, "gunicorn_tornadofork_tasks", pid="master-1", state="running") == 2
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def refusal_setups(tmp_path: Path) -> dict[str, tuple[str, dict[str, str], str, str]]:
+    """Case -> (options, environment, config, the refusal's text)."""
+    good = tmp_path / "good"
+    good.mkdir()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    blocked = tmp_path / "blocked" / "prometheus_client"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('blocked for the test')\n")
+    shared = tmp_path / "shared"
+    (shared / ".tornadofork").mkdir(parents=True)
+    (shared / ".tornadofork").chmod(0o777)
+    root_only = tmp_path / "root-only"
+    root_only.mkdir(mode=0o755)
+    needs = "install() option prometheus=True needs PROMETHEUS_MULTIPROC_DIR to name a writable directory"
+    env = "PROMETHEUS_MULTIPROC_DIR"
+    return {
+        "not-a-bool": (
+            "prometheus=1",
+            {env: str(good)},
+            "",
+            "option prometheus must be True or False, got 1",
+        ),
+        "no-client": (
+            "prometheus=True",
+            {env: str(good), "PYTHONPATH": str(blocked.parent)},
+            "",
+            "needs prometheus_client >= 0.18.0 (pip install 'gunicorn-tornadofork[prometheus]'): "
+            "blocked for the test",
+        ),
+        "unset": ("prometheus=True", {}, "", f"{needs}; it is unset"),
+        "missing": ("prometheus=True", {env: str(tmp_path / "nowhere")}, "", "No such file or directory"),
+        "a-file": ("prometheus=True", {env: str(a_file)}, "", "Not a directory"),
+        "a-symlink": ("prometheus=True", {env: str(link)}, "", f"{needs}; {str(link)!r}: a symbolic link"),
+        "workers-cannot-write": (
+            "prometheus=True",
+            {env: str(root_only)},
+            "user = 'nobody'\ngroup = 'nogroup'\n",
+            f"{needs}; {str(root_only)!r}: not writable by the workers' user",
+        ),
+        "private-dir-shared": (
+            "prometheus=True",
+            {env: str(shared)},
+            "",
+            f"needs {str(shared / '.tornadofork')!r} to be a directory of uid {os.geteuid()} "
+            "that only its owner can write",
+        ),
+    }
+
+
+REFUSALS = [
+    "not-a-bool",
+    "no-client",
+    "unset",
+    "missing",
+    "a-file",
+    "a-symlink",
+    pytest.param(
+        "workers-cannot-write",
+        marks=pytest.mark.skipif(os.geteuid() != 0, reason="workers of another user need root"),
+    ),
+    "private-dir-shared",
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refused_with_one_line_before_any_fork(
+    gunicorn: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Each unfit setup ends the server with one line in the error log and status 1; no worker
+    is forked, the pidfile is gone."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    options, env, config, message = refusal_setups(tmp_path)[case]
+    server = gunicorn(options=options, config="workers = 2\n" + config, app="promapp:wsgi", env=env)
+    assert server.wait_exit() == 1
+    lines = [line for line in server.log().splitlines() if "gunicorn_tornadofork:" in line]
+    assert len(lines) == 1 and message in lines[0], lines
+    assert "[ERROR]" in lines[0]
+    assert "Booting worker" not in server.log()
+    assert not server.pidfile.exists()
