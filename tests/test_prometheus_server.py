@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -427,3 +428,64 @@ def test_refused_with_one_line_before_any_fork(
     assert "[ERROR]" in lines[0]
     assert "Booting worker" not in server.log()
     assert not server.pidfile.exists()
+
+
+# -- links planted in the directory -----------------------------------------------------------
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int, int]]:
+    """Name -> (content, mode, link count, modification time) of every file in ``directory``."""
+    return {
+        p.name: (p.read_bytes(), (st := p.stat()).st_mode, st.st_nlink, st.st_mtime_ns)
+        for p in sorted(directory.iterdir())
+    }
+
+
+def plant(metrics: Path, name: str, target: Path, hard: bool) -> None:
+    """Put a symbolic or hard link to ``target`` under ``name``, atomically, as a worker could."""
+    planted = metrics / f".{name}.planted"
+    if hard:
+        os.link(target, planted)
+    else:
+        planted.symlink_to(target)
+    os.replace(planted, metrics / name)
+
+
+def test_links_planted_in_the_directory_change_nothing_outside(gunicorn: Start, tmp_path: Path) -> None:
+    """Symbolic and hard links named as the master's files, and as a worker's live gauges,
+    planted before the start and while the server runs, leave the files they point to as
+    they were: the master replaces or removes the names, never writes through them."""
+    metrics, outside = tmp_path / "metrics", tmp_path / "outside"
+    metrics.mkdir()
+    outside.mkdir()
+    for name in ("a", "b", "c"):
+        (outside / name).write_bytes(b"not the master's\n")
+    planted = {
+        "counter_master.db": (outside / "a", False),
+        "gauge_liveall_master.db": (outside / "b", True),
+        "gauge_livesum_task0.db": (outside / "c", False),
+    }
+    before = snapshot(outside)
+    for name, (target, hard) in planted.items():
+        plant(metrics, name, target, hard)
+    server = start(gunicorn, metrics, touch=False)
+    workers = ready(server, [0, 1])
+    for name in ("counter_master.db", "gauge_liveall_master.db"):
+        wait_for(lambda name=name: not (metrics / name).is_symlink(), 10, f"{name} to be replaced")
+    # The master removed the planted live gauge before task 0's worker created its own.
+    assert not (metrics / "gauge_livesum_task0.db").is_symlink()
+    # Planted again while the server runs; a restart makes the master write both files anew
+    # and remove task 0's live gauges.
+    for name, (target, hard) in planted.items():
+        plant(metrics, name, target, hard)
+    os.kill(workers[0], signal.SIGKILL)
+    server.wait_log(f"task 0 (pid {workers[0]}) killed by signal SIGKILL, restarting")
+    ready(server, [0, 1], old={0: workers[0]})
+    samples = scrape(server)
+    assert value(samples, "gunicorn_tornadofork_restarts_total", task="0", cause="SIGKILL") == 1
+    assert value(samples, "gunicorn_tornadofork_counted_restarts", pid="master") == 1
+    for name in ("counter_master.db", "gauge_liveall_master.db"):
+        st = (metrics / name).lstat()
+        assert stat.S_ISREG(st.st_mode) and st.st_nlink == 1, name
+    assert not (metrics / "gauge_livesum_task0.db").is_symlink()
+    assert snapshot(outside) == before
