@@ -44,7 +44,8 @@ KINDS = [
     pytest.param("gthread", True, id="gthread-preload"),
 ]
 ALL_KINDS = [
-    *KINDS,
+    pytest.param("sync", False, id="sync", marks=pytest.mark.compat),
+    pytest.param("gthread", True, id="gthread-preload"),
     pytest.param("sync", True, id="sync-preload"),
     pytest.param("gthread", False, id="gthread"),
 ]
@@ -451,6 +452,7 @@ def plant(metrics: Path, name: str, target: Path, hard: bool) -> None:
     os.replace(planted, metrics / name)
 
 
+@pytest.mark.compat
 def test_links_planted_in_the_directory_change_nothing_outside(gunicorn: Start, tmp_path: Path) -> None:
     """Symbolic and hard links named as the master's files, and as a worker's live gauges,
     planted before the start and while the server runs, leave the files they point to as
