@@ -491,3 +491,36 @@ def test_links_planted_in_the_directory_change_nothing_outside(gunicorn: Start, 
         assert stat.S_ISREG(st.st_mode) and st.st_nlink == 1, name
     assert not (metrics / "gauge_livesum_task0.db").is_symlink()
     assert snapshot(outside) == before
+
+
+# -- the README's recipe ----------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_recipe(gunicorn: Start, tmp_path: Path) -> None:
+    """The README's config file and /metrics view, as written, serve the workers' files and the
+    arbiter's metrics."""
+    section = README.read_text().split("\n### Prometheus\n", 1)[1].split("\n## ", 1)[0]
+    config, view = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    (tmp_path / "readme_metrics.py").write_text(view)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    server = gunicorn(
+        config=config,
+        install=False,
+        app="readme_metrics:metrics",
+        args=["--pythonpath", str(tmp_path)],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+    )
+    server.wait_workers([0, 1, 2, 3])
+    samples = wait_for(
+        lambda: (
+            (s := scrape(server))
+            and value(s, "gunicorn_tornadofork_tasks", pid="master", state="running") == 4
+            and s
+        ),
+        15,
+        "four running tasks in /metrics",
+    )
+    assert value(samples, "gunicorn_tornadofork_max_restarts", pid="master") == 100
