@@ -152,8 +152,9 @@ def test_pid_identifiers_grow_without_the_option(gunicorn: Start, tmp_path: Path
     metrics = tmp_path / "metrics"
     server = start(gunicorn, metrics, options="max_restarts=20", crash=True)
     assert server.wait_exit(30) == 5
-    # 2 first workers and 20 replacements (the 21st restart gives up), 5 files each.
-    assert len(db_files(metrics)) == 5 * 22 > len(expected_files([0, 1]))
+    # 21 workers crashed after writing their 5 files each (the 21st crash gave up; the other
+    # task's last worker may have been stopped before it wrote any).
+    assert len(db_files(metrics)) >= 5 * 21 > len(expected_files([0, 1]))
 
 
 # -- counters, live gauges and the arbiter's metrics ------------------------------------------
