@@ -218,7 +218,16 @@ def test_counts_and_gauges_across_restarts(
     wait_for(lambda: server.worker_pids().keys() == {0}, 15, "task 1 to finish")
     server.wait_log(") finished")
     client.answer_from(0)
-    samples = scrape(server)
+    # The arbiter logs the end as it judges it and writes its metrics right after.
+    samples = wait_for(
+        lambda: (
+            (s := scrape(server))
+            and value(s, "gunicorn_tornadofork_tasks", pid="master", state="finished") == 1
+            and s
+        ),
+        10,
+        "the finished task in /metrics",
+    )
     assert value(samples, "app_requests_total") == client.answered
     assert restart_lines(server) == {("0", "SIGKILL"): 2, ("1", "SIGKILL"): 1}
     assert value(samples, "gunicorn_tornadofork_restarts_total", task="0", cause="SIGKILL") == 2
