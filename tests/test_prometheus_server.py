@@ -92,6 +92,16 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+def scrape_when(server: Server, expected: float, name: str, **labels: str) -> Samples:
+    """The samples of the first /metrics answer in which ``name{labels}`` is ``expected``: the
+    arbiter writes its metrics right after it logs what changed them."""
+    return wait_for(
+        lambda: (s := scrape(server)) and value(s, name, **labels) == expected and s,
+        10,
+        f"{name}{labels} == {expected} in /metrics",
+    )
+
+
 def db_files(metrics: Path) -> set[str]:
     return {p.name for p in metrics.iterdir() if p.name.endswith(".db")}
 
@@ -137,7 +147,7 @@ def test_files_stay_bounded_over_200_restarts(
     master_files = {name for name in db_files(metrics) if name.endswith(f"_{server.pid}.db")}
     assert bool(master_files) == preload
     assert db_files(metrics) - master_files == expected_files([0, 1])
-    samples = scrape(server)
+    samples = scrape_when(server, 200, "gunicorn_tornadofork_counted_restarts", pid="master")
     assert value(samples, "app_boots_total") == 2 * (CRASHES_PER_TASK + 1)
     assert restart_lines(server) == {("0", "status_1"): 100, ("1", "status_1"): 100}
     for task in ("0", "1"):
@@ -219,15 +229,7 @@ def test_counts_and_gauges_across_restarts(
     server.wait_log(") finished")
     client.answer_from(0)
     # The arbiter logs the end as it judges it and writes its metrics right after.
-    samples = wait_for(
-        lambda: (
-            (s := scrape(server))
-            and value(s, "gunicorn_tornadofork_tasks", pid="master", state="finished") == 1
-            and s
-        ),
-        10,
-        "the finished task in /metrics",
-    )
+    samples = scrape_when(server, 1, "gunicorn_tornadofork_tasks", pid="master", state="finished")
     assert value(samples, "app_requests_total") == client.answered
     assert restart_lines(server) == {("0", "SIGKILL"): 2, ("1", "SIGKILL"): 1}
     assert value(samples, "gunicorn_tornadofork_restarts_total", task="0", cause="SIGKILL") == 2
@@ -493,8 +495,7 @@ def test_links_planted_in_the_directory_change_nothing_outside(gunicorn: Start, 
     os.kill(workers[0], signal.SIGKILL)
     server.wait_log(f"task 0 (pid {workers[0]}) killed by signal SIGKILL, restarting")
     ready(server, [0, 1], old={0: workers[0]})
-    samples = scrape(server)
-    assert value(samples, "gunicorn_tornadofork_restarts_total", task="0", cause="SIGKILL") == 1
+    samples = scrape_when(server, 1, "gunicorn_tornadofork_restarts_total", task="0", cause="SIGKILL")
     assert value(samples, "gunicorn_tornadofork_counted_restarts", pid="master") == 1
     for name in ("counter_master.db", "gauge_liveall_master.db"):
         st = (metrics / name).lstat()
@@ -524,13 +525,5 @@ def test_readme_recipe(gunicorn: Start, tmp_path: Path) -> None:
         env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
     )
     server.wait_workers([0, 1, 2, 3])
-    samples = wait_for(
-        lambda: (
-            (s := scrape(server))
-            and value(s, "gunicorn_tornadofork_tasks", pid="master", state="running") == 4
-            and s
-        ),
-        15,
-        "four running tasks in /metrics",
-    )
+    samples = scrape_when(server, 4, "gunicorn_tornadofork_tasks", pid="master", state="running")
     assert value(samples, "gunicorn_tornadofork_max_restarts", pid="master") == 100
