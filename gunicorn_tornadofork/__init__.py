@@ -96,7 +96,10 @@ def _exporter(arbiter: Any, options: Options) -> _prometheus.Exporter | None:
     if not options.prometheus:
         return None
     cfg = arbiter.cfg
-    return _prometheus.Exporter.open(options, _prometheus.directory(), cfg.uid, cfg.gid)
+    workers = None
+    if (cfg.uid, cfg.gid) != (os.geteuid(), os.getegid()):  # gunicorn's `user`, `group`
+        workers = (cfg.uid, _prometheus.worker_groups(cfg.uid, cfg.gid, bool(cfg.initgroups)))
+    return _prometheus.Exporter.open(options, _prometheus.directory(), workers)
 
 
 def on_starting(server: Any) -> None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import re
 import stat
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,18 +93,29 @@ def live_file_names(identifier: str) -> list[str]:
     return [f"gauge_{mode}_{identifier}.db" for mode in LIVE_MODES]
 
 
-def writable_by(st: os.stat_result, uid: int, gid: int) -> bool:
-    """Whether a process of ``uid``/``gid`` (no supplementary groups) may create files in the
-    directory ``st`` describes, from its mode bits; root always may."""
+def writable_by(st: os.stat_result, uid: int, gids: Collection[int]) -> bool:
+    """Whether a process of ``uid`` and groups ``gids`` may create files in the directory
+    ``st`` describes, from its mode bits; root always may."""
     if uid == 0:
         return True
     if st.st_uid == uid:
         bits = stat.S_IWUSR | stat.S_IXUSR
-    elif st.st_gid == gid:
+    elif st.st_gid in gids:
         bits = stat.S_IWGRP | stat.S_IXGRP
     else:
         bits = stat.S_IWOTH | stat.S_IXOTH
     return st.st_mode & bits == bits
+
+
+def worker_groups(uid: int, gid: int, initgroups: bool) -> set[int]:
+    """The groups of a worker that gunicorn switched to ``uid``/``gid``: the user's other
+    groups too with gunicorn's ``initgroups``."""
+    if not initgroups:
+        return {gid}
+    try:
+        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
+    except (KeyError, OSError):
+        return {gid}
 
 
 # -- the supervision metrics (pure) ------------------------------------------------------------
@@ -298,8 +310,9 @@ def directory() -> str:
     return os.environ.get(ENV_DIR, "")
 
 
-def _open_directory(path: str, uid: int, gid: int) -> int:
-    """A descriptor of the metrics directory ``path``; OptionError naming the problem."""
+def _open_directory(path: str, workers: tuple[int, set[int]] | None) -> int:
+    """A descriptor of the metrics directory ``path``, checked writable by the master and by
+    ``workers`` (uid, groups) when they run as another user; OptionError naming the problem."""
     where = f"install() option prometheus=True needs {ENV_DIR} to name a writable directory"
     if not path:
         raise OptionError(f"{where}; it is unset")
@@ -308,12 +321,11 @@ def _open_directory(path: str, uid: int, gid: int) -> int:
     except OSError as exc:
         kind = "a symbolic link" if os.path.islink(path) else exc.strerror or "cannot be opened"
         raise OptionError(f"{where}; {path!r}: {kind}") from None
-    st = os.fstat(fd)
     problem = None
     if not os.access(path, os.W_OK | os.X_OK):
         problem = "not writable by the master"
-    elif not writable_by(st, uid, gid):
-        problem = f"not writable by the workers' user (uid {uid}, gid {gid})"
+    elif workers is not None and not writable_by(os.fstat(fd), *workers):
+        problem = f"not writable by the workers' user (uid {workers[0]}, groups {sorted(workers[1])})"
     if problem:
         os.close(fd)
         raise OptionError(f"{where}; {path!r}: {problem}")
@@ -369,12 +381,13 @@ class Exporter:
     published: dict[str, bytes] = field(default_factory=dict)  # file name -> content
 
     @classmethod
-    def open(cls, options: Options, path: str, uid: int, gid: int) -> Exporter:
+    def open(cls, options: Options, path: str, workers: tuple[int, set[int]] | None = None) -> Exporter:
         """Check the directory, take a master slot and sweep stale live gauges; OptionError
-        when prometheus_client or the directory is unfit. Nothing is forked yet."""
+        when prometheus_client or the directory is unfit. ``workers``: the uid and groups the
+        workers switch to, if they do. Nothing is forked yet."""
         global _at_fork_registered
         import_client()
-        top = _open_directory(path, uid, gid)
+        top = _open_directory(path, workers)
         try:
             private = _open_private(top, path)
         except OptionError:

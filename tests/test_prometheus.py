@@ -81,7 +81,14 @@ def stat_of(mode: int, uid: int, gid: int) -> os.stat_result:
     ],
 )
 def test_writable_by(mode: int, owner: int, group: int, uid: int, gid: int, writable: bool) -> None:
-    assert prometheus.writable_by(stat_of(mode, owner, group), uid, gid) is writable
+    assert prometheus.writable_by(stat_of(mode, owner, group), uid, {gid}) is writable
+
+
+def test_worker_groups() -> None:
+    """Only the group gunicorn sets, unless ``initgroups`` adds the user's other groups."""
+    assert prometheus.worker_groups(0, 4242, False) == {4242}
+    assert prometheus.worker_groups(0, 4242, True) == {4242, *os.getgrouplist("root", 4242)}
+    assert prometheus.worker_groups(2**31 - 5, 4242, True) == {4242}  # no such user
 
 
 @pytest.mark.parametrize(
