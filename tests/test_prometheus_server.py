@@ -307,7 +307,8 @@ def test_usr2_generations_write_no_file_together(
         assert_one_writer_each(
             mapped, {old[0]: "task0", old[1]: "task1", new[0]: "task0-1", new[1]: "task1-1"}
         )
-        assert {"gauge_liveall_master.db", "gauge_liveall_master-1.db"} <= db_files(metrics)
+        masters = {"gauge_liveall_master.db", "gauge_liveall_master-1.db"}
+        wait_for(lambda: masters <= db_files(metrics), 10, "both masters' gauges")
         server.signal(signal.SIGTERM)
         assert server.wait_exit() == 0
         wait_for(lambda: read_pid(server.pidfile) == new_master, 15, "the new master to be promoted")
