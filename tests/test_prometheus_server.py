@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_compat_signals import read_pid, ready
 
-from server import Server, answer, pid_alive, wait_for
+from server import Server, answer, marked_pids, pid_alive, wait_for
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -528,3 +528,28 @@ def test_readme_recipe(gunicorn: Start, tmp_path: Path) -> None:
     server.wait_workers([0, 1, 2, 3])
     samples = scrape_when(server, 4, "gunicorn_tornadofork_tasks", pid="master", state="running")
     assert value(samples, "gunicorn_tornadofork_max_restarts", pid="master") == 100
+
+
+# -- stale live gauges ------------------------------------------------------------------------
+
+
+def test_stale_live_gauges_do_not_report(gunicorn: Start, tmp_path: Path) -> None:
+    """Live gauges left by a server that was killed (no cleanup ran) are gone once the next
+    server starts on the directory; a task retired by TTOU takes its live gauges along."""
+    metrics = tmp_path / "metrics"
+    killed = start(gunicorn, metrics, workers=3)
+    ready(killed, [0, 1, 2])
+    assert value(scrape_when(killed, 3, "app_live_workers"), "app_live_pid", pid="task2") is not None
+    killed.signal(signal.SIGKILL)
+    killed.wait_exit()
+    wait_for(lambda: not marked_pids(killed.mark), 10, "the killed server's workers to die")
+    assert "gauge_livesum_task2.db" in db_files(metrics)
+    server = start(gunicorn, metrics, workers=2)
+    ready(server, [0, 1])
+    samples = scrape_when(server, 2, "app_live_workers")
+    assert value(samples, "app_live_pid", pid="task2") is None
+    server.signal(signal.SIGTTOU)
+    server.wait_workers([0])
+    samples = scrape_when(server, 1, "app_live_workers")
+    assert value(samples, "app_live_pid", pid="task1") is None
+    assert value(samples, "app_task_pid", pid="task1") is not None  # an "all" gauge stays
