@@ -43,8 +43,7 @@ def install(session: nox.Session, gunicorn: str, extras: str, *args: str) -> Non
 @nox.session(python="3.12")
 @nox.parametrize("gunicorn", [OLDEST, NEWEST])
 def tests(session: nox.Session, gunicorn: str) -> None:
-    """The whole suite, every worker class and prometheus_client at its newest release, on
-    gunicorn 23.0.0 and 27.0.1."""
+    """The whole suite, every worker class and prometheus_client newest, on gunicorn 23.0.0 and 27.0.1."""
     install(session, gunicorn, "test,workers,prometheus")
     session.run("pytest", *PARALLEL, *session.posargs)
 
