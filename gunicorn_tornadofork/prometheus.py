@@ -450,10 +450,15 @@ class Exporter:
 
     @contextmanager
     def forking(self, task: int) -> Iterator[None]:
-        """Around the fork of ``task``'s worker: the child takes the task's identifier."""
+        """Around the fork of ``task``'s worker: the child takes the task's identifier. If no
+        slot can be taken (a lock file cannot be created), it keeps prometheus_client's pid."""
         global _forking
         if task not in self.held:
-            self.held[task] = self._claim(lambda slot: task_identifier(task, slot))
+            try:
+                self.held[task] = self._claim(lambda slot: task_identifier(task, slot))
+            except OSError:
+                yield
+                return
         identifier, lock = self.held[task]
         _forking = (identifier, lock)
         _master_fds.update((self.top, self.private))
@@ -464,7 +469,8 @@ class Exporter:
 
     def spawned(self, pid: int, task: int) -> None:
         """Note that ``pid`` now writes under ``task``'s identifier."""
-        self.live[pid] = self.held[task][0]
+        if task in self.held:
+            self.live[pid] = self.held[task][0]
         self.started[task] = time.time()
 
     # -- events ----------------------------------------------------------------------------

@@ -255,3 +255,26 @@ def test_option_checked() -> None:
     for bad in (1, "yes", None):
         with pytest.raises(OptionError, match="option prometheus must be True or False"):
             Options.parse({"prometheus": bad})
+
+
+def test_a_slot_that_cannot_be_taken_leaves_the_pid(tmp_path: Path) -> None:
+    """When the master cannot create a task's lock file, that worker keeps prometheus_client's
+    pid identifier instead of failing the fork; the others are unaffected."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    top = os.open(metrics, os.O_RDONLY | os.O_DIRECTORY)
+    private = prometheus._open_private(top, str(metrics))
+    exporter = prometheus.Exporter(str(metrics), top, private, Options(prometheus=True))
+    try:
+        with exporter.forking(0):
+            assert prometheus._forking is not None and prometheus._forking[0] == "task0"
+        # A symbolic link where task 1's lock file belongs: O_NOFOLLOW refuses it.
+        (metrics / prometheus.PRIVATE_DIR / "task1.lock").symlink_to(tmp_path / "nowhere")
+        with exporter.forking(1):
+            assert prometheus._forking is None
+        exporter.spawned(4711, 1)
+        assert 4711 not in exporter.live
+    finally:
+        for fd in (top, private, *(lock for _, lock in exporter.held.values())):
+            os.close(fd)
+        prometheus._master_fds.clear()
