@@ -43,8 +43,8 @@ def install(session: nox.Session, gunicorn: str, extras: str, *args: str) -> Non
 @nox.session(python="3.12")
 @nox.parametrize("gunicorn", [OLDEST, NEWEST])
 def tests(session: nox.Session, gunicorn: str) -> None:
-    """The whole suite, every worker class at its newest release, on gunicorn 23.0.0 and 27.0.1."""
-    install(session, gunicorn, "test,workers")
+    """The whole suite, every worker class and prometheus_client newest, on gunicorn 23.0.0 and 27.0.1."""
+    install(session, gunicorn, "test,workers,prometheus")
     session.run("pytest", *PARALLEL, *session.posargs)
 
 
@@ -89,12 +89,13 @@ def _key(version: str) -> tuple[int, ...]:
 def lowest(session: nox.Session) -> None:
     """Python 3.10, gunicorn 23.0.0, the rest at its declared lower bound: compat and worker classes.
 
-    The lower bounds are read from pyproject.toml (the package and its extras test and workers)."""
-    bounds = lower_bounds("test", "workers")
+    The lower bounds are read from pyproject.toml (the package and its extras test, workers and
+    prometheus)."""
+    bounds = lower_bounds("test", "workers", "prometheus")
     bounds.pop("gunicorn")
     constraints = Path(session.create_tmp()) / "lowest.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(bounds.items())))
-    install(session, OLDEST, "test,workers", "-c", str(constraints))
+    install(session, OLDEST, "test,workers,prometheus", "-c", str(constraints))
     session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
     session.run("pytest", *PARALLEL, "-m", "not compat", "tests/test_compat_workers.py", *session.posargs)
 
@@ -109,7 +110,9 @@ def lowest(session: nox.Session) -> None:
 def compat(session: nox.Session, gunicorn: str) -> None:
     """The compatibility subset (pytest -m compat); on gunicorn 24.1.1 also the Guarantees and tables."""
     # gevent: the Guarantees' exit-policy tests run it as their async class.
-    install(session, gunicorn, "test,aiohttp", *(["gevent>=24.10.1"] if gunicorn == MIDDLE else []))
+    install(
+        session, gunicorn, "test,aiohttp,prometheus", *(["gevent>=24.10.1"] if gunicorn == MIDDLE else [])
+    )
     session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
     if gunicorn == MIDDLE:
         session.run("pytest", *PARALLEL, "-m", "not compat", *ON_EVERY_GUNICORN, *session.posargs)

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from gunicorn.arbiter import Arbiter
 
 from . import arbiter as _arbiter
+from . import prometheus as _prometheus
 from .arbiter import GIVE_UP_STATUS, TASKS_FAILED_STATUS
 from .exits import WORKER_BOOT_ERROR
 from .options import DEFAULT_MAX_RESTARTS, OptionError, Options
@@ -50,8 +51,9 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
     (seconds > 0 or None), ``max_task_restarts`` (int >= 0 or None), ``backoff`` (seconds,
     default 0), ``backoff_max`` (seconds, default 30), ``task_id_offset`` (int >= 0, default 0),
     ``exit_policy`` (a list of ``(match, action)`` rules, default none), ``task_cap_action``
-    (``"give_up"``, the default, or ``"fail_task"``), ``max_failed_tasks`` (int >= 0 or None);
-    ints at most 2**63 - 1, seconds at most 10**9.
+    (``"give_up"``, the default, or ``"fail_task"``), ``max_failed_tasks`` (int >= 0 or None),
+    ``prometheus`` (bool, default False: prometheus_client's multiprocess files keyed by task
+    id, and the arbiter's metrics beside them); ints at most 2**63 - 1, seconds at most 10**9.
     A bad option, or a call anywhere but ``on_starting``, is logged as one line in gunicorn's
     error log and ends the server with status 1 (the master removes its pidfile); called in
     a worker, it ends that worker with gunicorn's boot-failure status 3 instead.
@@ -78,14 +80,26 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
         if isinstance(server, _arbiter.TornadoForkArbiter):
             raise OptionError("install() was already called on this arbiter")
         parsed = Options.parse(options)
+        exporter = _exporter(arbiter, parsed)
     except OptionError as exc:
         _refusing = True
         _refuse(arbiter, phase, exc)
-    _arbiter.install(arbiter, parsed)
+    _arbiter.install(arbiter, parsed, exporter)
     changed = parsed.changed()
     arbiter.log.info(
         "gunicorn_tornadofork: %d tasks%s", arbiter.num_workers, "".join(", " + c for c in changed)
     )
+
+
+def _exporter(arbiter: Any, options: Options) -> _prometheus.Exporter | None:
+    """With ``prometheus=True``: the checked metrics directory, prepared for the workers."""
+    if not options.prometheus:
+        return None
+    cfg = arbiter.cfg
+    workers = None
+    if (cfg.uid, cfg.gid) != (os.geteuid(), os.getegid()):  # gunicorn's `user`, `group`
+        workers = (cfg.uid, _prometheus.worker_groups(cfg.uid, cfg.gid, bool(cfg.initgroups)))
+    return _prometheus.Exporter.open(options, _prometheus.directory(), workers)
 
 
 def on_starting(server: Any) -> None:

@@ -2,7 +2,9 @@
 
 It overrides only where gunicorn decides which worker to start, stop or replace; every
 decision is taken by the pure :class:`~gunicorn_tornadofork.tasks.TaskTable` and
-:func:`~gunicorn_tornadofork.exits.classify`.
+:func:`~gunicorn_tornadofork.exits.classify`. What the arbiter shows of its tasks (title,
+USR1 lines, control socket listing, statsd, Prometheus) is
+:class:`~gunicorn_tornadofork.observe.Observer`'s, fed with the same events.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ import os
 import signal
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import gunicorn.arbiter as gunicorn_arbiter
-import setproctitle
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
 from . import worker as worker_side
 from .exits import STOP_SIGNALS, Ending, classify
+from .observe import Observer, statsd
 from .options import Options, available_cpus
 from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
-from .tasks import Outcome, TaskState, TaskTable
+from .prometheus import Exporter
+from .tasks import Outcome, TaskTable
 
 __all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
 
@@ -53,12 +56,11 @@ class _Reaped:
 class _State:
     options: Options
     table: TaskTable
+    observe: Observer  # the title, USR1, the control socket's listing, statsd, Prometheus
     # Filled by reap_workers (a signal handler on gunicorn 23), drained by the main loop.
     reaped: deque[_Reaped] = field(default_factory=deque)
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
-    live_gauge: int | None = None  # the last live-task count sent as a metric
-    failed_gauge: int = 0  # the last failed-task count sent as a metric
     # Workers asked to stop (scale-down, reload): pid -> when SIGKILL is due.
     kill_due: dict[int, float] = field(default_factory=dict)
 
@@ -114,9 +116,13 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
 
         self.worker_class = make_worker
         try:
-            with worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER):
+            with (
+                worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER),
+                state.observe.forking(task),
+            ):
                 pid: int = super().spawn_worker()
                 state.table.spawned(task, pid)
+                state.observe.spawned(task, pid)
         finally:
             self.worker_class = worker_class
         return pid
@@ -206,29 +212,14 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 self.kill_worker(pid, signal.SIGKILL)
 
     def _show_state(self) -> None:
-        """Arm the backoff alarm, title the master with the tasks' state, send the gauge."""
+        """Arm the backoff alarm; show the tasks' state (title, gauges, metrics)."""
         state = self._tornadofork
         table = state.table
         ready = table.next_ready()
         if ready is not None:
             # SIGALRM wakes the main loop when the earliest backoff ends.
             signal.setitimer(signal.ITIMER_REAL, max(ready - table.clock(), _POLL_SECONDS))
-        live = len(table.running())
-        failed = len(table.failed())
-        title = (
-            f"gunicorn: master [{self.proc_name}] tasks {live}/{table.size} "
-            f"restarts {table.counted_restarts()}/{state.options.max_restarts}"
-        )
-        if failed:
-            title += f" failed {failed}"
-        if setproctitle.getproctitle() != title:
-            setproctitle.setproctitle(title)
-        if state.live_gauge != live:
-            state.live_gauge = live
-            self.log.debug("%d tasks live", live, extra=_metric("tasks_live", live, "gauge"))
-        if state.failed_gauge != failed:
-            state.failed_gauge = failed
-            self.log.debug("%d tasks failed", failed, extra=_metric("failed", failed, "gauge"))
+        state.observe.show(self.proc_name)
 
     def _stop_pending(self) -> bool:
         """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
@@ -254,6 +245,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 aborted=reaped.aborted,
             )
             outcome = state.table.exited(reaped.pid, exit)
+            state.observe.reaped(reaped.pid, outcome)
             if outcome is not None:
                 self._log_outcome(outcome)
         self._halt_if_ended()
@@ -291,14 +283,12 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if ending is Ending.APP_FAILED:
             self.log.error("%s", what)
             raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
-        if outcome.counted:
-            self.log.debug("restart counted", extra=_metric("restarts", 1, "counter"))
+        self._tornadofork.observe.judged(outcome)
         if action is Action.FAIL_TASK:
             self.log.error("%s: failed%s, not replaced", what, why)
             if not outcome.give_up:
                 return
         if outcome.give_up:
-            self.log.debug("gave up", extra=_metric("gave_up", 1, "counter"))
             self._show_state()  # the count that gave up, on the title for the whole shutdown
             if action is Action.GIVE_UP:
                 self.log.error("%s: giving up%s", what, why)
@@ -316,7 +306,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             )
         elif action is Action.FINISH:
             finished = f": finished{why}" if outcome.rule is not None else ""
-            self.log.info("%s%s", what, finished, extra=_metric("finished", 1, "counter"))
+            self.log.info("%s%s", what, finished, extra=statsd("finished", 1, "counter"))
         elif ending is Ending.STOPPED:
             self.log.debug("%s", what)
         elif outcome.rule is not None:
@@ -325,7 +315,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         elif action is Action.IGNORE:
             self.log.info("%s%s", what, ", replacing it" if outcome.replaced else "")
 
-    # -- observability ----------------------------------------------------------------
+    # -- signals, halting and what gunicorn shows -------------------------------------------
 
     def init_signals(self) -> None:
         """gunicorn's signal handlers, plus SIGALRM to end a backoff when one is set."""
@@ -339,13 +329,16 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         end the master by SIGALRM instead of its exit status."""
         if self._tornadofork.options.backoff:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        super().halt(reason, exit_status)
+        try:
+            super().halt(reason, exit_status)
+        finally:
+            self._tornadofork.observe.closing()
 
     def handle_usr1(self) -> None:
         """gunicorn's USR1 (reopen logs, signal workers), then one log line per task."""
         super().handle_usr1()
-        for task in self._tornadofork.table.states():
-            self.log.info("%s", describe_task(task))
+        for line in self._tornadofork.observe.task_lines():
+            self.log.info("%s", line)
 
     def _start_control_server(self) -> None:
         """gunicorn's control socket, whose ``show workers`` also lists the tasks."""
@@ -354,13 +347,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         handlers = getattr(server, "handlers", None)
         show_workers = getattr(handlers, "show_workers", None)
         if handlers is not None and show_workers is not None:
-            handlers.show_workers = lambda: self._with_tasks(show_workers())
-
-    def _with_tasks(self, listing: dict[str, Any]) -> dict[str, Any]:
-        for entry in listing.get("workers", []):
-            entry["task_id"] = getattr(self.WORKERS.get(entry.get("pid")), "task_id", None)
-        listing["tasks"] = [asdict(task) for task in self._tornadofork.table.states()]
-        return listing
+            handlers.show_workers = lambda: self._tornadofork.observe.listing(show_workers(), self.WORKERS)
 
     # -- reload -----------------------------------------------------------------------
 
@@ -380,6 +367,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         waiting = self.master_pid != 0
         super().maybe_promote_master()
         if waiting and self.master_pid == 0:
+            self._tornadofork.observe.promoted()
             self._show_state()
 
     def setup(self, app: Any) -> None:
@@ -420,25 +408,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             time.sleep(_POLL_SECONDS)
 
 
-def describe_task(task: TaskState) -> str:
-    """One line for a task: ``task 2: pid 4711, up 12.0s, 1 restart``."""
-    if task.done:
-        return f"task {task.task_id}: finished"
-    if task.failed:
-        return f"task {task.task_id}: failed, {task.restarts} restarts"
-    if task.pid is None:
-        waiting = f", backoff {task.waiting:.1f}s left" if task.waiting else ""
-        return f"task {task.task_id}: no worker{waiting}, {task.restarts} restarts"
-    up = f", up {task.uptime:.1f}s" if task.uptime is not None else ""
-    return f"task {task.task_id}: pid {task.pid}{up}, {task.restarts} restarts"
-
-
-def _metric(name: str, value: int, mtype: str) -> dict[str, Any]:
-    """The ``extra`` that gunicorn's statsd logger turns into a metric."""
-    return {"metric": f"gunicorn.tornadofork.{name}", "value": value, "mtype": mtype}
-
-
-def install(server: Any, options: Options) -> None:
+def install(server: Any, options: Options, prometheus: Exporter | None = None) -> None:
     """Lay :class:`TornadoForkArbiter` over ``server``'s class and start its task table."""
     if server.num_workers <= 0:
         server.num_workers = available_cpus()
@@ -456,5 +426,5 @@ def install(server: Any, options: Options) -> None:
         task_cap_action=options.task_cap_action,
         max_failed_tasks=options.max_failed_tasks,
     )
-    server._tornadofork = _State(options, table)
+    server._tornadofork = _State(options, table, Observer(server.log, options, table, prometheus))
     worker_side.enable(os.getpid())

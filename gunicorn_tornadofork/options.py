@@ -39,6 +39,7 @@ class Options:
     exit_policy: ExitPolicy = NO_POLICY
     task_cap_action: Action = Action.GIVE_UP
     max_failed_tasks: int | None = None
+    prometheus: bool = False
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> Options:
@@ -60,6 +61,7 @@ class Options:
             exit_policy=_exit_policy(options.get("exit_policy")),
             task_cap_action=_task_cap_action(options.get("task_cap_action", "give_up")),
             max_failed_tasks=_integer(options, "max_failed_tasks", None),
+            prometheus=_boolean(options, "prometheus", False),
         )
         if parsed.backoff_max < parsed.backoff:
             raise OptionError(
@@ -143,6 +145,13 @@ def _task_cap_action(value: Any) -> Action:
             f"{', '.join(map(repr, TASK_CAP_ACTIONS))}, got {_shown(value)}"
         )
     return action
+
+
+def _boolean(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    if not isinstance(value, bool):
+        raise OptionError(f"install() option {name} must be True or False, got {_shown(value)}")
+    return value
 
 
 def _integer(options: Mapping[str, Any], name: str, default: int | None) -> Any:

@@ -19,8 +19,9 @@ import gunicorn_tornadofork
 from server import WORKER_PREFIX, Server, proc_title, wait_for
 
 PACKAGE = Path(gunicorn_tornadofork.__file__).parent
-#: The environment variables the spec names.
-SPEC_VARIABLES = {"GUNICORN_TASK_ID"}
+#: The environment variables the spec names: the task id, and the directory prometheus_client's
+#: multiprocess mode uses (read, never set).
+SPEC_VARIABLES = {"GUNICORN_TASK_ID", "PROMETHEUS_MULTIPROC_DIR"}
 #: The names through which Python code reaches the process environment.
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 HAS_CONTROL_SOCKET = any(setting.name == "control_socket" for setting in gunicorn.config.KNOWN_SETTINGS)
@@ -169,7 +170,8 @@ def environment_uses(source: str) -> list[tuple[int, str | None]]:
 
 
 def test_environment_variables_are_the_spec_ones() -> None:
-    """The package's source touches the environment only through GUNICORN_TASK_ID, by name."""
+    """The package's source touches the environment only through the variables the spec
+    names, by name."""
     sources = sorted(PACKAGE.glob("*.py"))
     assert sources
     found = {path.name: environment_uses(path.read_text()) for path in sources}
