@@ -13,6 +13,8 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,7 +221,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if ready is not None:
             # SIGALRM wakes the main loop when the earliest backoff ends.
             signal.setitimer(signal.ITIMER_REAL, max(ready - table.clock(), _POLL_SECONDS))
-        state.observe.show(self.proc_name)
+        with _sigchld_held():
+            state.observe.show(self.proc_name)
 
     def _stop_pending(self) -> bool:
         """Whether a stop signal waits in the signal list of gunicorn 23's main loop.
@@ -236,18 +239,19 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         state = self._tornadofork
         if self._stop_pending():
             return  # the main loop stops next; the ids stay held, so nothing respawns
-        while state.reaped:
-            reaped = state.reaped.popleft()
-            exit = classify(
-                reaped.status,
-                reaped.report,
-                requested=state.table.is_stopping(reaped.pid),
-                aborted=reaped.aborted,
-            )
-            outcome = state.table.exited(reaped.pid, exit)
-            state.observe.reaped(reaped.pid, outcome)
-            if outcome is not None:
-                self._log_outcome(outcome)
+        with _sigchld_held():
+            while state.reaped:
+                reaped = state.reaped.popleft()
+                exit = classify(
+                    reaped.status,
+                    reaped.report,
+                    requested=state.table.is_stopping(reaped.pid),
+                    aborted=reaped.aborted,
+                )
+                outcome = state.table.exited(reaped.pid, exit)
+                state.observe.reaped(reaped.pid, outcome)
+                if outcome is not None:
+                    self._log_outcome(outcome)
         self._halt_if_ended()
 
     def _halt_if_ended(self) -> None:
@@ -257,17 +261,19 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         state = self._tornadofork
         status = state.table.exit_status()
         if status == 0:
-            self.log.info("All %d tasks finished", state.table.size)
+            with _sigchld_held():
+                self.log.info("All %d tasks finished", state.table.size)
             raise HaltServer(FINISHED_REASON, 0)
         if status is not None:
             failed = len(state.table.failed())
             self._show_state()  # the failed count, on the title for the whole shutdown
-            self.log.error(
-                "No task left to run: %d of %d tasks failed, %d finished",
-                failed,
-                state.table.size,
-                state.table.size - failed,
-            )
+            with _sigchld_held():
+                self.log.error(
+                    "No task left to run: %d of %d tasks failed, %d finished",
+                    failed,
+                    state.table.size,
+                    state.table.size - failed,
+                )
             raise HaltServer(TASKS_FAILED_REASON, status)
 
     def _log_outcome(self, outcome: Outcome) -> None:
@@ -337,8 +343,9 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     def handle_usr1(self) -> None:
         """gunicorn's USR1 (reopen logs, signal workers), then one log line per task."""
         super().handle_usr1()
-        for line in self._tornadofork.observe.task_lines():
-            self.log.info("%s", line)
+        with _sigchld_held():
+            for line in self._tornadofork.observe.task_lines():
+                self.log.info("%s", line)
 
     def _start_control_server(self) -> None:
         """gunicorn's control socket, whose ``show workers`` also lists the tasks."""
@@ -406,6 +413,24 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 return
             self._kill_overdue()
             time.sleep(_POLL_SECONDS)
+
+
+@contextmanager
+def _sigchld_held() -> Iterator[None]:
+    """On gunicorn 23, hold SIGCHLD back while the main loop writes to the log.
+
+    gunicorn 23 reaps, and logs each reaped worker, inside its SIGCHLD handler: a handler
+    run in the middle of the main loop's write to the same log file re-enters that file's
+    buffer, and logging then drops one of the two lines (printing "--- Logging error ---"
+    and a stack to stderr instead). Held back, the signal runs its handler right after."""
+    if not _REAPS_IN_SIGCHLD_HANDLER:
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def install(server: Any, options: Options, prometheus: Exporter | None = None) -> None:
