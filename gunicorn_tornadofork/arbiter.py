@@ -141,20 +141,23 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
 
     def reap_workers(self) -> None:
         """gunicorn's own reaping (its log lines and ``child_exit``), with each worker's wait
-        status and report noted for the main loop as it is reaped."""
+        status and report noted for the main loop as it is reaped. On gunicorn 23, which
+        reaps inside its SIGCHLD handler, a SIGCHLD that comes meanwhile waits until the
+        reaping is done: its handler would re-enter the log line being written."""
         module = gunicorn_arbiter.os
         gunicorn_arbiter.os = _NotingWaitpid(self)
         try:
-            while True:
-                try:
-                    super().reap_workers()
-                    return
-                except HaltServer:
-                    # gunicorn halts on a worker's status 3 or 4 from inside its reaping (on
-                    # 23, inside the SIGCHLD handler, and again from halt() if a second worker
-                    # fails, which exits 1). Reap on; the main loop halts on the same
-                    # judgment once, with gunicorn's status and reason.
-                    continue
+            with _sigchld_held():
+                while True:
+                    try:
+                        super().reap_workers()
+                        return
+                    except HaltServer:
+                        # gunicorn halts on a worker's status 3 or 4 from inside its reaping
+                        # (on 23, inside the SIGCHLD handler, and again from halt() if a
+                        # second worker fails, which exits 1). Reap on; the main loop halts
+                        # on the same judgment once, with gunicorn's status and reason.
+                        continue
         finally:
             gunicorn_arbiter.os = module
 

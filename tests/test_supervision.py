@@ -301,7 +301,8 @@ def child_exit(server, worker):
 
 @pytest.mark.timeout(120)  # 2,000 forks: about 25 s on two busy CPUs
 def test_master_memory_flat_in_a_crash_loop(gunicorn):
-    """1,500 restarts after a warm-up of 500 leave the master holding almost nothing more.
+    """1,500 restarts after a warm-up of 500 leave the master holding almost nothing more,
+    and every log line is written.
 
     Measured: 5-15 kB (gunicorn's own queues of the moment); with the restart times kept
     forever, 65-77 kB (about 45 bytes a restart), already 50 kB at the first sample."""
@@ -313,3 +314,7 @@ def test_master_memory_flat_in_a_crash_loop(gunicorn):
     samples = [int(held) for held in line.split()]
     assert len(samples) == 9
     assert min(samples) < 40_000, samples
+    # gunicorn 23 logs each reaped worker from its SIGCHLD handler: that line once re-entered
+    # the main loop's own write of a restart line, and logging dropped one of the two (and
+    # held on to the source lines of the stack it printed instead).
+    assert "Logging error" not in server.output_text()
