@@ -87,7 +87,7 @@ def _key(version: str) -> tuple[int, ...]:
 
 @nox.session(python="3.10")
 def lowest(session: nox.Session) -> None:
-    """Python 3.10, gunicorn 23.0.0, the rest at its declared lower bound: compat and worker classes.
+    """Python 3.10, gunicorn 23.0.0, the rest at its declared lower bound: compat, worker classes, Prometheus.
 
     The lower bounds are read from pyproject.toml (the package and its extras test, workers and
     prometheus)."""
@@ -97,7 +97,15 @@ def lowest(session: nox.Session) -> None:
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(bounds.items())))
     install(session, OLDEST, "test,workers,prometheus", "-c", str(constraints))
     session.run("pytest", *PARALLEL, "-m", "compat", *session.posargs)
-    session.run("pytest", *PARALLEL, "-m", "not compat", "tests/test_compat_workers.py", *session.posargs)
+    session.run(
+        "pytest",
+        *PARALLEL,
+        "-m",
+        "not compat",
+        "tests/test_compat_workers.py",
+        "tests/test_prometheus_server.py",
+        *session.posargs,
+    )
 
 
 @nox.session
