@@ -27,7 +27,7 @@ from .exits import STOP_SIGNALS, Ending, classify
 from .observe import Observer, statsd
 from .options import Options, available_cpus
 from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
-from .prometheus import Exporter
+from .prometheus import ENV_DIR, Exporter
 from .tasks import Outcome, TaskTable
 
 __all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
@@ -381,10 +381,18 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self._show_state()
 
     def setup(self, app: Any) -> None:
-        """gunicorn's setup; ``workers <= 0`` means one worker per usable CPU."""
+        """gunicorn's setup; ``workers <= 0`` means one worker per usable CPU. A reload keeps
+        the metrics directory the arbiter publishes in: its workers must write there too."""
         super().setup(app)
         if self.num_workers <= 0:
             self.num_workers = available_cpus()
+        exporter = self._tornadofork.observe.prometheus
+        if exporter is not None and exporter.keep_directory(self.cfg):
+            self.log.error(
+                "gunicorn_tornadofork: %s cannot change on reload (prometheus=True); keeping %r",
+                ENV_DIR,
+                exporter.path,
+            )
 
     def _replace_all(self) -> None:
         """Replace every running task's worker with a new one of the same id, a quarter of

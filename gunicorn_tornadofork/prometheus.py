@@ -96,15 +96,63 @@ def live_file_names(identifier: str) -> list[str]:
 def writable_by(st: os.stat_result, uid: int, gids: Collection[int]) -> bool:
     """Whether a process of ``uid`` and groups ``gids`` may create files in the directory
     ``st`` describes, from its mode bits; root always may."""
+    return _allows(st, uid, gids, write=True)
+
+
+def searchable_by(st: os.stat_result, uid: int, gids: Collection[int]) -> bool:
+    """Whether a process of ``uid`` and groups ``gids`` may pass through the directory ``st``
+    describes, from its mode bits; root always may."""
+    return _allows(st, uid, gids, write=False)
+
+
+def _allows(st: os.stat_result, uid: int, gids: Collection[int], write: bool) -> bool:
     if uid == 0:
         return True
     if st.st_uid == uid:
-        bits = stat.S_IWUSR | stat.S_IXUSR
+        bits = stat.S_IXUSR | (stat.S_IWUSR if write else 0)
     elif st.st_gid in gids:
-        bits = stat.S_IWGRP | stat.S_IXGRP
+        bits = stat.S_IXGRP | (stat.S_IWGRP if write else 0)
     else:
-        bits = stat.S_IWOTH | stat.S_IXOTH
+        bits = stat.S_IXOTH | (stat.S_IWOTH if write else 0)
     return st.st_mode & bits == bits
+
+
+def closed_ancestor(path: str, uid: int, gids: Collection[int]) -> str | None:
+    """The first directory above ``path`` that a process of ``uid`` and groups ``gids``
+    cannot pass through, or None when it can reach ``path``."""
+    ancestors = []
+    parent = os.path.dirname(os.path.realpath(path))
+    while True:
+        ancestors.append(parent)
+        if parent == os.path.dirname(parent):
+            break
+        parent = os.path.dirname(parent)
+    for ancestor in reversed(ancestors):
+        if not searchable_by(os.stat(ancestor), uid, gids):
+            return ancestor
+    return None
+
+
+def dead_pid_live_files(names: Iterable[str], alive: Callable[[int], bool]) -> list[str]:
+    """The live-gauge files among ``names`` named after a pid (prometheus_client's default
+    identifier: a ``--preload`` master's, a process a worker forked) whose process is gone."""
+    found = []
+    for name in names:
+        match = _LIVE_FILE.fullmatch(name)
+        if match and match[2].isdigit() and match[2] == str(int(match[2])) and not alive(int(match[2])):
+            found.append(name)
+    return sorted(found)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user's
+    return True
 
 
 def worker_groups(uid: int, gid: int, initgroups: bool) -> set[int]:
@@ -324,8 +372,13 @@ def _open_directory(path: str, workers: tuple[int, set[int]] | None) -> int:
     problem = None
     if not os.access(path, os.W_OK | os.X_OK):
         problem = "not writable by the master"
-    elif workers is not None and not writable_by(os.fstat(fd), *workers):
-        problem = f"not writable by the workers' user (uid {workers[0]}, groups {sorted(workers[1])})"
+    elif workers is not None:
+        who = f"the workers' user (uid {workers[0]}, groups {sorted(workers[1])})"
+        closed = closed_ancestor(path, *workers)
+        if closed is not None:
+            problem = f"not reachable by {who}: {closed!r} does not let them through"
+        elif not writable_by(os.fstat(fd), *workers):
+            problem = f"not writable by {who}"
     if problem:
         os.close(fd)
         raise OptionError(f"{where}; {path!r}: {problem}")
@@ -501,6 +554,9 @@ class Exporter:
             names = os.listdir(self.top)
         except OSError:
             return
+        # The live gauges of a pid that is gone: a --preload master's (its app's metrics
+        # were created before install()), a process a worker forked.
+        self._remove(dead_pid_live_files(names, pid_alive))
         mine = set(self.live.values()) | {self.master_id}
         held = {identifier for identifier, _ in self.held.values()}
         for identifier, files in live_files(names).items():
@@ -516,6 +572,17 @@ class Exporter:
                 self._remove(files)
                 if fd >= 0:
                     os.close(fd)
+
+    def keep_directory(self, cfg: Any) -> bool:
+        """After a reload's new config: if it names another directory (``raw_env``), name
+        this one again, for the master and for the workers, which apply ``raw_env`` as they
+        start. True if the config had changed it."""
+        if os.environ.get(ENV_DIR) == self.path:
+            return False
+        os.environ[ENV_DIR] = self.path
+        raw_env = [item for item in cfg.raw_env if not item.startswith(f"{ENV_DIR}=")]
+        cfg.set("raw_env", [*raw_env, f"{ENV_DIR}={self.path}"])
+        return True
 
     def publish(self, table: TaskTable) -> None:
         """Write the supervision metrics where the workers' collector reads them, when they
@@ -536,7 +603,7 @@ class Exporter:
         as a worker's do. Nothing happens in any other process."""
         if os.getpid() != self.pid:
             return
-        self._remove([f"gauge_liveall_{self.master_id}.db"])
+        self._remove([f"gauge_liveall_{self.master_id}.db", *live_file_names(str(self.pid))])
         for identifier, _ in self.held.values():
             self._remove(live_file_names(identifier))
 

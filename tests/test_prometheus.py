@@ -278,3 +278,48 @@ def test_a_slot_that_cannot_be_taken_leaves_the_pid(tmp_path: Path) -> None:
         for fd in (top, private, *(lock for _, lock in exporter.held.values())):
             os.close(fd)
         prometheus._master_fds.clear()
+
+
+def test_dead_pid_live_files() -> None:
+    """Live gauges named after a pid whose process is gone are the ones to clear; a live
+    pid's, a task's, and files that are not live gauges stay."""
+    names = [
+        "gauge_livesum_4711.db",
+        "gauge_liveall_4711.db",
+        "gauge_livesum_4712.db",  # alive
+        "gauge_all_4711.db",  # not live
+        "counter_4711.db",
+        "gauge_livesum_task0.db",
+        "gauge_livesum_04711.db",  # not a pid's name
+    ]
+    assert prometheus.dead_pid_live_files(names, lambda pid: pid == 4712) == [
+        "gauge_liveall_4711.db",
+        "gauge_livesum_4711.db",
+    ]
+    assert prometheus.pid_alive(os.getpid())
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "group", "uid", "gid", "searchable"),
+    [
+        (0o700, 0, 0, 65534, 65534, False),
+        (0o701, 0, 0, 65534, 65534, True),
+        (0o710, 0, 65534, 65534, 65534, True),
+        (0o700, 65534, 0, 65534, 65534, True),
+        (0o700, 0, 0, 0, 0, True),
+    ],
+)
+def test_searchable_by(mode: int, owner: int, group: int, uid: int, gid: int, searchable: bool) -> None:
+    assert prometheus.searchable_by(stat_of(mode, owner, group), uid, {gid}) is searchable
+
+
+def test_closed_ancestor(tmp_path: Path) -> None:
+    """The first directory above the path that the user cannot pass through."""
+    closed = tmp_path / "closed"
+    inner = closed / "metrics"
+    inner.mkdir(parents=True)
+    closed.chmod(0o700)
+    uid, gids = os.stat(closed).st_uid + 1, {os.stat(closed).st_gid + 1}
+    assert prometheus.closed_ancestor(str(inner), os.stat(closed).st_uid, {0}) is None
+    found = prometheus.closed_ancestor(str(inner), uid, gids)
+    assert found is not None and Path(closed).is_relative_to(found)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -360,8 +362,9 @@ def test_servers_sharing_a_directory_write_no_file_together(gunicorn: Start, tmp
 # -- refusals ---------------------------------------------------------------------------------
 
 
-def refusal_setups(tmp_path: Path) -> dict[str, tuple[str, dict[str, str], str, str]]:
-    """Case -> (options, environment, config, the refusal's text)."""
+def refusal_setups(tmp_path: Path, public: Path) -> dict[str, tuple[str, dict[str, str], str, str]]:
+    """Case -> (options, environment, config, the refusal's text); ``public``: a directory
+    every user can pass through (pytest's own is its owner's alone)."""
     good = tmp_path / "good"
     good.mkdir()
     a_file = tmp_path / "file"
@@ -374,8 +377,13 @@ def refusal_setups(tmp_path: Path) -> dict[str, tuple[str, dict[str, str], str, 
     shared = tmp_path / "shared"
     (shared / ".tornadofork").mkdir(parents=True)
     (shared / ".tornadofork").chmod(0o777)
-    root_only = tmp_path / "root-only"
+    root_only = public / "root-only"
     root_only.mkdir(mode=0o755)
+    closed = public / "closed"
+    closed.mkdir(mode=0o700)
+    unreachable = closed / "metrics"
+    unreachable.mkdir()
+    unreachable.chmod(0o777)
     needs = "install() option prometheus=True needs PROMETHEUS_MULTIPROC_DIR to name a writable directory"
     env = "PROMETHEUS_MULTIPROC_DIR"
     return {
@@ -402,6 +410,13 @@ def refusal_setups(tmp_path: Path) -> dict[str, tuple[str, dict[str, str], str, 
             "user = 'nobody'\ngroup = 'nogroup'\n",
             f"{needs}; {str(root_only)!r}: not writable by the workers' user",
         ),
+        "workers-cannot-reach": (
+            "prometheus=True",
+            {env: str(unreachable)},
+            "user = 'nobody'\ngroup = 'nogroup'\n",
+            f"{needs}; {str(unreachable)!r}: not reachable by the workers' user (uid 65534, "
+            f"groups [65534]): {str(closed)!r} does not let them through",
+        ),
         "private-dir-shared": (
             "prometheus=True",
             {env: str(shared)},
@@ -419,9 +434,11 @@ REFUSALS = [
     "missing",
     "a-file",
     "a-symlink",
-    pytest.param(
-        "workers-cannot-write",
-        marks=pytest.mark.skipif(os.geteuid() != 0, reason="workers of another user need root"),
+    *(
+        pytest.param(
+            case, marks=pytest.mark.skipif(os.geteuid() != 0, reason="workers of another user need root")
+        )
+        for case in ("workers-cannot-write", "workers-cannot-reach")
     ),
     "private-dir-shared",
 ]
@@ -434,7 +451,17 @@ def test_refused_with_one_line_before_any_fork(
     """Each unfit setup ends the server with one line in the error log and status 1; no worker
     is forked, the pidfile is gone."""
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    options, env, config, message = refusal_setups(tmp_path)[case]
+    public = Path(tempfile.mkdtemp(prefix="tornadofork-refusal-"))
+    public.chmod(0o755)
+    try:
+        options, env, config, message = refusal_setups(tmp_path, public)[case]
+        refused(gunicorn, options, env, config, message)
+    finally:
+        shutil.rmtree(public)
+
+
+def refused(gunicorn: Start, options: str, env: dict[str, str], config: str, message: str) -> None:
+    """The server exits 1 after the one line ``message``, having forked no worker."""
     server = gunicorn(options=options, config="workers = 2\n" + config, app="promapp:wsgi", env=env)
     assert server.wait_exit() == 1
     lines = [line for line in server.log().splitlines() if "gunicorn_tornadofork:" in line]
@@ -553,3 +580,46 @@ def test_stale_live_gauges_do_not_report(gunicorn: Start, tmp_path: Path) -> Non
     samples = scrape_when(server, 1, "app_live_workers")
     assert value(samples, "app_live_pid", pid="task1") is None
     assert value(samples, "app_task_pid", pid="task1") is not None  # an "all" gauge stays
+
+
+def test_a_preload_masters_live_gauges_go_with_it(gunicorn: Start, tmp_path: Path) -> None:
+    """With --preload the app's metrics are created in the master, under its pid: its live
+    gauges go when it stops, and those of a master that was killed go when the next server
+    starts, so a livesum counts live processes only."""
+    metrics = tmp_path / "metrics"
+    stopped = start(gunicorn, metrics, preload=True)
+    ready(stopped, [0, 1])
+    assert f"gauge_livesum_{stopped.pid}.db" in db_files(metrics)
+    stopped.signal(signal.SIGTERM)
+    assert stopped.wait_exit() == 0
+    assert f"gauge_livesum_{stopped.pid}.db" not in db_files(metrics)
+    killed = start(gunicorn, metrics, preload=True)
+    ready(killed, [0, 1])
+    killed.signal(signal.SIGKILL)
+    killed.wait_exit()
+    wait_for(lambda: not marked_pids(killed.mark), 10, "the killed server's workers to die")
+    assert f"gauge_livesum_{killed.pid}.db" in db_files(metrics)
+    server = start(gunicorn, metrics)
+    ready(server, [0, 1])
+    assert f"gauge_livesum_{killed.pid}.db" not in db_files(metrics)
+    assert value(scrape_when(server, 2, "app_live_workers"), "app_live_workers") == 2
+
+
+def test_a_reload_keeps_the_metrics_directory(gunicorn: Start, tmp_path: Path) -> None:
+    """A HUP whose config file names another PROMETHEUS_MULTIPROC_DIR (raw_env) is logged as
+    an error and the directory stays: the workers keep writing where the arbiter publishes."""
+    metrics, other = tmp_path / "metrics", tmp_path / "other"
+    other.mkdir()
+    server = start(gunicorn, metrics, config=f"raw_env = ['PROMETHEUS_MULTIPROC_DIR={metrics}']\n")
+    ready(server, [0, 1])
+    server.config_path.write_text(server.config_path.read_text().replace(f"={metrics}'", f"={other}'"))
+    old = server.wait_workers([0, 1])
+    server.signal(signal.SIGHUP)
+    wait_for(
+        lambda: not set(old.values()) & set(server.wait_workers([0, 1]).values()),
+        20,
+        "the reload to replace both workers",
+    )
+    server.wait_log("cannot change on reload")
+    assert value(scrape_when(server, 2, "app_live_workers"), "app_live_workers") == 2
+    assert not list(other.iterdir())
