@@ -217,3 +217,17 @@ def test_pairs_never_hold_two_signals_whose_order_matters() -> None:
     assert len(pairs) > 100
     assert all(len(pair & ORDERED) <= 1 for pair in pairs)
     assert any(pair & ORDERED for pair in pairs)
+
+
+def test_a_crash_that_dies_of_the_usr1_passed_on_is_still_counted() -> None:
+    """A worker that calls sys.exit(2) and gets the master's USR1 (passed on to every worker
+    to reopen the logs) on its way out dies of USR1: with a USR1 sent, that is the same
+    counted end; without one, it is a violation."""
+    for usr1 in (True, False):
+        model = started()
+        model.expect(100, {"exited:2"}, 5.0, "sys.exit(2)")
+        if usr1:
+            model.usr1_sent(1.0)
+        model.ended(EndLine(0, 100, "killed:SIGUSR1", count=1), 1.1)
+        assert bool(model.violations) is not usr1, model.violations
+        assert len(model.counted_at) == 1

@@ -234,6 +234,7 @@ class Injector:
             self.master_signal(signal.SIGTTOU, any_live)
             return f"TTOU (tasks {self.model.size})"
         if kind == "usr1":
+            self.model.usr1_sent(now)
             if any_live:  # one of two signals at once: its lines are not waited for
                 self.server.signal(signal.SIGUSR1)
                 return "USR1"

@@ -34,6 +34,9 @@ def counted(outcome: str) -> bool:
     return outcome == TIMEOUT or outcome.startswith(("killed:", "exited:"))
 
 
+USR1_DEATH = "killed:SIGUSR1"
+
+
 def killed(*signals: str) -> frozenset[str]:
     return frozenset(f"killed:{name}" for name in signals)
 
@@ -120,6 +123,7 @@ class Model:
         self.all_finished_logged = False
         self.recent_sizes: list[tuple[float, int]] = []  # (until, size): sizes just left
         self.ignores_term: set[int] = set()  # workers whose app ignores SIGTERM
+        self.usr1_at: list[float] = []  # when the soak sent the master USR1
 
     # -- queries ------------------------------------------------------------------------
 
@@ -240,6 +244,10 @@ class Model:
         if size != self.size:
             self.scale(size, now, "reload")
 
+    def usr1_sent(self, now: float) -> None:
+        """The soak sent the master USR1, which it passes on to every worker."""
+        self.usr1_at.append(now)
+
     def shutdown(self, now: float, status: int = 0) -> None:
         """The soak asked the master to stop (TERM, INT to the group): exit ``status``."""
         self.stopping_at = now
@@ -307,6 +315,19 @@ class Model:
         if line.task != w.task:
             self._violate(f"pid {line.pid} held task {w.task} but its end names task {line.task}")
         allowed = set().union(*(e.outcomes for e in w.expectations)) | self._background(w, now)
+        if (
+            line.outcome == USR1_DEATH
+            and line.outcome not in allowed
+            and any(counted(outcome) for outcome in allowed)
+            and any(w.spawned_at <= at <= now for at in self.usr1_at)
+        ):
+            # The master passes USR1 (reopen the logs) on to every worker, also to one on its
+            # way out after a crash, whose handlers are gone by then: it dies of it. Counted
+            # either way, and replaced alike.
+            allowed.add(line.outcome)
+            self.notes.append(
+                f"task {w.task} (pid {w.pid}): a counted end came as USR1, passed on as it ended"
+            )
         if line.outcome not in allowed:
             why = "; ".join(e.why for e in w.expectations) or "nothing was done to it"
             self._violate(
