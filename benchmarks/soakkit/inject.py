@@ -178,8 +178,11 @@ class Injector:
         top = self.model.c.offset + self.model.size - 1
         pid = running[top]
         command = self.server.dir / "cmd" / str(top)
-        command.write_text("ignoreterm")
-        os.chmod(command, 0o666)
+        # Put in place whole: a worker may take the command the instant it appears.
+        pending = command.with_name(f".{top}.pending")
+        pending.write_text("ignoreterm")
+        os.chmod(pending, 0o666)
+        os.replace(pending, command)
         if not self.run.wait(lambda: pid in self.run.ignore_term, 5.0):
             command.unlink(missing_ok=True)
             return f"skipped: task {top} pid {pid} did not take the command"
