@@ -61,6 +61,7 @@ ON_EVERY_GUNICORN = [
     "tests/test_exit_policy_server.py",
     "tests/test_worker_signals.py",
     "tests/test_finish_in_post_fork.py",
+    "tests/test_reload_roll.py",
 ]
 
 

@@ -28,6 +28,7 @@ from .observe import Observer, statsd
 from .options import Options, available_cpus
 from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
 from .prometheus import ENV_DIR, Exporter
+from .roll import Roll
 from .tasks import Outcome, TaskTable
 
 __all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
@@ -63,6 +64,8 @@ class _State:
     reaped: deque[_Reaped] = field(default_factory=deque)
     # True while gunicorn's reload() runs its own "spawn a new set" loop.
     reloading: bool = False
+    # The reload's rolling replacement, while one runs.
+    roll: Roll | None = None
     # Workers asked to stop (scale-down, reload): pid -> when SIGKILL is due.
     kill_due: dict[int, float] = field(default_factory=dict)
 
@@ -82,6 +85,12 @@ class _NotingWaitpid:
         if reaped[0]:
             self._arbiter._note_reaped(*reaped)
         return reaped
+
+
+class _RollStarted(Exception):
+    """Ends gunicorn's ``reload()`` once the roll has started: what follows it there (on
+    gunicorn 24 and later) is a wait of up to ``graceful_timeout`` for the old workers, which
+    the roll replaces with a state of the main loop."""
 
 
 class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
@@ -170,15 +179,16 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self._tornadofork.reaped.append(_Reaped(pid, status, report, bool(worker.aborted)))
 
     def manage_workers(self) -> None:
-        """Judge the reaped workers, retire out-of-range tasks, start the ones that need it."""
+        """Judge the reaped workers, retire out-of-range tasks, move a reload's roll on,
+        start the tasks that need a worker. Called from gunicorn's ``reload()``, it starts
+        the roll and ends that ``reload()``."""
         state = self._tornadofork
-        if state.reloading:
-            state.reloading = False
-            self._replace_all()
-            return
+        reloading, state.reloading = state.reloading, False
         self._kill_overdue()
         if (
-            not state.reaped
+            not reloading
+            and state.roll is None
+            and not state.reaped
             and self.num_workers == state.table.size
             and state.table.settled()
             and state.options.restart_window is None
@@ -192,12 +202,37 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self._stop(pid)
         if not self._stop_pending():
             self._halt_if_ended()
+            if reloading:
+                state.roll = Roll.start(self._running(), state.table.size, state.roll)
+            self._roll_on()
         self.spawn_workers()
         # gunicorn's own upkeep (its worker-count metrics) runs whenever its rule "kill
         # the oldest workers beyond num_workers" cannot fire: it would pick the wrong ones.
         if len(self.WORKERS) <= self.num_workers:
             super().manage_workers()
         self._show_state()
+        if reloading:
+            raise _RollStarted
+
+    def _running(self) -> dict[int, int]:
+        """Task id -> pid of each worker in range not asked to stop."""
+        table = self._tornadofork.table
+        live = table.live()
+        return {task: live[task] for task in table.running()}
+
+    def _roll_on(self) -> None:
+        """Ask the reload's next old workers to stop; each successor starts as its old worker
+        is reaped. The roll ends once every old worker is gone."""
+        state = self._tornadofork
+        roll = state.roll
+        if roll is None:
+            return
+        for pid in roll.due(self._running(), self.WORKERS):
+            self._stop(pid)
+        if roll.done:
+            state.roll = None
+            with _sigchld_held():
+                self.log.info("Reload done: %d workers replaced", roll.replaced)
 
     def _stop(self, pid: int) -> None:
         """Ask a worker to stop: SIGTERM now, and SIGKILL (from :meth:`_kill_overdue`) if it
@@ -362,14 +397,18 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     # -- reload -----------------------------------------------------------------------
 
     def reload(self) -> None:
-        """gunicorn's reload, with its "start a full new set, then stop the old one"
-        replaced by a rolling replacement that never runs two workers with one id."""
-        self._tornadofork.reloading = True
+        """gunicorn's reload (configuration, logs, listeners, ``on_reload``, pidfile), with
+        its "start a full new set, then stop the old one" replaced by a rolling replacement
+        that the main loop moves on: a quarter of the tasks at a time, never two workers
+        with one id, every signal handled meanwhile."""
+        state = self._tornadofork
+        state.reloading = True
         try:
             super().reload()
+        except _RollStarted:
+            pass
         finally:
-            self._tornadofork.reloading = False
-        self._show_state()  # gunicorn's reload() titles the master anew
+            state.reloading = False
 
     def maybe_promote_master(self) -> None:
         """gunicorn's promotion of a USR2 master, which titles it anew: the task state is
@@ -393,37 +432,6 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 ENV_DIR,
                 exporter.path,
             )
-
-    def _replace_all(self) -> None:
-        """Replace every running task's worker with a new one of the same id, a quarter of
-        the tasks at a time, each old worker reaped before its successor starts."""
-        table = self._tornadofork.table
-        self._settle()
-        for pid in table.resize(self.num_workers):
-            self._stop(pid)
-        self._halt_if_ended()
-        self._show_state()  # gunicorn's reload() has just titled the master anew
-        old = [pid for pid in (table.pid_of(t) for t in table.running()) if pid is not None]
-        step = max(1, -(-len(old) // 4))
-        for start in range(0, len(old), step):
-            batch = [pid for pid in old[start : start + step] if pid in self.WORKERS]
-            for pid in batch:
-                self._stop(pid)
-            self._replace_batch(batch)
-            self._show_state()
-        self.spawn_workers()
-
-    def _replace_batch(self, pids: list[int]) -> None:
-        """Start each task's successor as soon as its old worker is reaped; an old worker
-        still running after ``graceful_timeout`` gets SIGKILL."""
-        while True:
-            self.reap_workers()
-            self._settle()
-            self.spawn_workers()
-            if not any(pid in self.WORKERS for pid in pids):
-                return
-            self._kill_overdue()
-            time.sleep(_POLL_SECONDS)
 
 
 @contextmanager
