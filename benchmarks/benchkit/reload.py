@@ -40,6 +40,7 @@ class ReloadSample:
     failed: int  # requests, over the whole wrk run
     steady_rate: float  # req/s
     reload_rate: float  # req/s, answers that ended in the reload window
+    kept: float  # reload_rate / steady_rate: the share of its own steady throughput kept
     steady_p99: float  # s
     reload_p99: float  # s, requests in flight at some moment of the reload
     errors: str
@@ -101,6 +102,7 @@ def measure_reload(server: Server, connections: int, steady: float) -> ReloadSam
         failed=record.failed(),
         steady_rate=record.rate(steady_from, hup),
         reload_rate=record.rate(hup, end),
+        kept=record.rate(hup, end) / record.rate(steady_from, hup),
         steady_p99=percentile(steady_lat, 99) / NS,
         reload_p99=percentile(reload_lat, 99) / NS,
         errors=", ".join(f"{kind} {count}" for kind, count in record.errors.items() if count),
@@ -113,6 +115,7 @@ def reload_figures(label: str) -> dict[str, Figure]:
         "failed": Figure(f"reload, {label}: failed requests", "failed", target_kind="total<=", stat="total"),
         "reload_rate": Figure(f"reload, {label}: throughput during reload", "req/s", target_kind="ratio>="),
         "steady_rate": Figure(f"reload, {label}: throughput steady", "req/s"),
+        "kept": Figure(f"reload, {label}: throughput during reload / steady", "%"),
         "reload_p99": Figure(f"reload, {label}: p99 latency during reload", "s", target_kind="ratio<="),
         "steady_p99": Figure(f"reload, {label}: p99 latency steady", "s"),
     }

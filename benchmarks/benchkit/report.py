@@ -26,6 +26,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value * 1000:.2f} ms"
     if unit == "CPU µs":
         return f"{value:.0f} µs" if value >= 100 else f"{value:.1f} µs"
+    if unit == "%":
+        return f"{value * 100:.0f} %"
     if unit == "MiB":
         return f"{value:.2f} MiB"
     return f"{value:,.0f} {unit}"
