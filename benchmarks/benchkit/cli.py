@@ -83,9 +83,13 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
             "rest": lambda: run_rest(profile, root, log),
             "reload": lambda: run_reload(profile, root, info["load_generator"], log),
         }
+        info["seconds_per_figure"] = {}
         for name in FIGURES:
             if name in chosen:
+                begin = time.monotonic()
                 figures += runners[name]()
+                info["seconds_per_figure"][name] = round(time.monotonic() - begin, 1)
+                log(f"{name}: {info['seconds_per_figure'][name]:.0f} s")
     info["loadavg_after"] = os.getloadavg()
     duration = time.time() - started
 
