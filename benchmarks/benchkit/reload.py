@@ -97,12 +97,13 @@ def measure_reload(server: Server, connections: int, steady: float) -> ReloadSam
     end = done[0]
     steady_lat = record.latencies_within(steady_from, hup)
     reload_lat = record.latencies_across(hup, end)
+    steady_rate, reload_rate = record.rate(steady_from, hup), record.rate(hup, end)
     return ReloadSample(
         duration=(end - hup) / NS,
         failed=record.failed(),
-        steady_rate=record.rate(steady_from, hup),
-        reload_rate=record.rate(hup, end),
-        kept=record.rate(hup, end) / record.rate(steady_from, hup),
+        steady_rate=steady_rate,
+        reload_rate=reload_rate,
+        kept=reload_rate / steady_rate if steady_rate > 0 else math.nan,
         steady_p99=percentile(steady_lat, 99) / NS,
         reload_p99=percentile(reload_lat, 99) / NS,
         errors=", ".join(f"{kind} {count}" for kind, count in record.errors.items() if count),
