@@ -66,6 +66,6 @@ FULL = Profile(
     rest_seconds=30.0,
     reload_workers=16,
     reload_connections=8,
-    reload_pairs=8,
+    reload_pairs=6,
     reload_steady_seconds=2.0,
 )
