@@ -1,4 +1,5 @@
-"""gunicorn hooks that tell the benchmark when the master and each worker are ready.
+"""gunicorn hooks that tell the benchmark when the master and each worker are ready (and, for
+the reload figure, when the master has reaped a worker).
 
 Each writes one line ``<kind> <pid> <task id> <CLOCK_MONOTONIC ns>`` into the pipe whose
 descriptor is in ``BENCH_READY_FD`` (inherited from the benchmark); the time is taken in the
@@ -16,12 +17,13 @@ from typing import Any
 ENV_FD = "BENCH_READY_FD"
 
 
-def report(kind: str, task: int) -> None:
-    """Write one ready line (``M`` master, ``R`` worker) into the benchmark's pipe."""
+def report(kind: str, task: int, pid: int | None = None) -> None:
+    """Write one line (``M`` master ready, ``R`` worker ready, ...) into the benchmark's pipe,
+    about this process or about ``pid``."""
     fd = os.environ.get(ENV_FD)
     if not fd:
         return
-    line = f"{kind} {os.getpid()} {task} {time.monotonic_ns()}\n".encode()
+    line = f"{kind} {os.getpid() if pid is None else pid} {task} {time.monotonic_ns()}\n".encode()
     with contextlib.suppress(OSError):
         os.write(int(fd), line)  # shorter than PIPE_BUF: one atomic write
 
@@ -44,6 +46,11 @@ def post_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """The worker has loaded the app and is about to serve."""
     report("R", _task(worker))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """The master has reaped a worker (only for the reload figure): the line names the worker."""
+    report("X", _task(worker), worker.pid)
 
 
 def _task(worker: Any) -> int:
