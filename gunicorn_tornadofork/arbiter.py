@@ -232,7 +232,7 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         if roll.done:
             state.roll = None
             with _sigchld_held():
-                self.log.info("Reload done: %d workers replaced", roll.replaced)
+                self.log.info("Reload done: %d old workers stopped", roll.stopped)
 
     def _stop(self, pid: int) -> None:
         """Ask a worker to stop: SIGTERM now, and SIGKILL (from :meth:`_kill_overdue`) if it

@@ -25,7 +25,7 @@ class Roll:
     width: int
     waiting: deque[tuple[int, int]] = field(default_factory=deque)
     stopping: set[int] = field(default_factory=set)
-    replaced: int = 0  # old workers asked to stop by this roll
+    stopped: int = 0  # old workers asked to stop by this roll
 
     @classmethod
     def start(cls, running: Mapping[int, int], tasks: int, previous: Roll | None = None) -> Roll:
@@ -51,7 +51,7 @@ class Roll:
             if running.get(task) == pid and pid in alive:
                 self.stopping.add(pid)
                 due.append(pid)
-        self.replaced += len(due)
+        self.stopped += len(due)
         return due
 
     @property

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import setproctitle
@@ -232,6 +232,21 @@ def _run(worker: Any, init_process: Callable[[], None]) -> None:
             ending = REPORT_RECYCLED
         if ending:
             _write_report(worker, ending)
+        if getattr(worker.cfg, "reuse_port", False):
+            _close_listeners(worker)
+
+
+def _close_listeners(worker: Any) -> None:
+    """Close the listening sockets of a worker whose loop is over.
+
+    With ``reuse_port`` (gunicorn 24 and later) each worker binds a socket of its own in
+    the kernel's group, which hands each new connection to one of the group's sockets. A
+    worker's socket would stay open until the interpreter's teardown (this module holds
+    the worker), all the while taking connections that no one accepts and that are reset
+    when it closes. Closed now, they go to the sockets of the workers still serving."""
+    for listener in getattr(worker, "sockets", None) or ():
+        with suppress(OSError, AttributeError):
+            listener.close()
 
 
 def _left_loop_itself(worker: Any) -> bool:

@@ -23,7 +23,7 @@ from test_compat_signals import (
     requests,
 )
 
-from server import Server, answer, pid_alive, proc_title, wait_for
+from server import APPS, Server, answer, pid_alive, proc_title, wait_for
 
 Start = Callable[..., Server]
 
@@ -171,6 +171,52 @@ def test_reuse_port_with_task_ids(gunicorn: Start) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert not any(pid_alive(pid) for pid in after.values())
+
+
+def listening_sockets(pid: int, port: int) -> set[str]:
+    """The inodes of the sockets listening on ``port`` that the process ``pid`` holds."""
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(fields[9])
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in listening:
+            held.add(target[8:-1])
+    return held
+
+
+def test_reuse_port_worker_lets_go_of_its_socket_as_its_loop_ends(gunicorn: Start, tmp_path: Path) -> None:
+    """``--reuse-port``: a worker whose loop is over holds no listening socket any more, also
+    while a slow ``worker_exit`` runs, so that the kernel hands no connection to a worker
+    that will never accept it (on gunicorn 24 and later each worker has a socket of its own
+    in the group, and a reload stops the workers one after the other)."""
+    flag = tmp_path / "slow-exit"
+    extra = f"import sys\nsys.path.insert(0, {str(APPS)!r})\nfrom slowexit import worker_exit\n"
+    server = gunicorn(
+        options="max_restarts=1",
+        config=config(2, extra),
+        args=["--reuse-port"],
+        env={"TF_SLOW_EXIT": str(flag)},
+    )
+    workers = ready(server, [0, 1])
+    assert listening_sockets(workers[1], server.port), "a serving worker holds its listening socket"
+    flag.write_text("20")
+    server.signal(signal.SIGTTOU)
+    server.wait_log(f"Worker exiting (pid: {workers[1]})")
+    wait_for(lambda: not listening_sockets(workers[1], server.port), 5, "the socket to be closed")
+    assert pid_alive(workers[1]), "still in its slow worker_exit"
+    answers_by_task(server, 1)
+    flag.unlink()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
 
 
 # -- systemd socket activation ---------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_scaling_and_usr1_are_taken_during_a_reload(gunicorn: Start, tmp_path: P
     server.signal(signal.SIGTTOU)
     server.wait_log(f"task 4 (pid {added}) stopped", 10)
     assert not exiting(server, old[3]), "the scale-down waited for the roll"
-    server.wait_log("Reload done: 4 workers replaced", 40)
+    server.wait_log("Reload done: 4 old workers stopped", 40)
     new = ready(server, range(WORKERS), old=old)
     assert set(new.values()).isdisjoint(old.values())
     assert not counted(server)
@@ -135,7 +135,7 @@ def test_a_crash_during_a_reload_is_counted_and_the_roll_goes_on(gunicorn: Start
     server.wait_log(f"task 3 (pid {old[3]}) killed by signal SIGKILL, restarting (1 of max_restarts 9)", 5)
     replacement = wait_for(lambda: (w := live_workers(server)) and w.get(3) not in (None, old[3]) and w[3], 5)
     assert not exiting(server, old[2]), "the crash was judged while the roll ran"
-    server.wait_log("Reload done: 3 workers replaced", 40)
+    server.wait_log("Reload done: 3 old workers stopped", 40)
     new = ready(server, range(WORKERS), old=old)
     assert new[3] == replacement, "the crash's replacement already runs the new config"
     assert len(counted(server)) == 1
@@ -150,7 +150,7 @@ def test_timeouts_are_enforced_during_a_reload(gunicorn: Start, tmp_path: Path) 
     abort is not counted, and the roll ends long before the hooks would have."""
     server, flag, old = start(gunicorn, tmp_path, slow=60, config="timeout = 2\n")
     server.signal(signal.SIGHUP)
-    server.wait_log("Reload done: 4 workers replaced", 45)
+    server.wait_log("Reload done: 4 old workers stopped", 45)
     log = server.log()
     for pid in old.values():
         assert f"WORKER TIMEOUT (pid:{pid})" in log

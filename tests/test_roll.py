@@ -54,7 +54,7 @@ def test_the_roll_is_done_when_every_old_worker_is_gone() -> None:
         alive -= set(due)  # each stopped worker is reaped before the next turn
     assert stopped == [100, 101, 102, 103, 104]
     assert roll.done
-    assert roll.replaced == 5
+    assert roll.stopped == 5
 
 
 def test_a_worker_that_crashed_or_was_retired_is_passed_over() -> None:
@@ -68,7 +68,7 @@ def test_a_worker_that_crashed_or_was_retired_is_passed_over() -> None:
     alive -= {100, 101}
     now = {0: 200, 1: 201, 3: 103}
     assert roll.due(now, alive | {200, 201}) == [103]
-    assert roll.replaced == 2
+    assert roll.stopped == 2
 
 
 def test_a_worker_reaped_before_its_turn_is_passed_over() -> None:
