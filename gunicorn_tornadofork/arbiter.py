@@ -9,12 +9,13 @@ USR1 lines, control socket listing, statsd, Prometheus) is
 
 from __future__ import annotations
 
+# signal's C function, without the enum conversion of its Python wrapper.
+import _signal  # type: ignore[import-not-found]
 import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,13 +73,17 @@ class _State:
 
 class _NotingWaitpid:
     """``os`` as gunicorn's arbiter module sees it while it reaps: ``waitpid`` also tells the
-    plugin about each child it reaps, so that gunicorn's own reaping runs unchanged."""
+    plugin about each child it reaps, so that gunicorn's own reaping runs unchanged. One per
+    arbiter, made once."""
 
     def __init__(self, arbiter: TornadoForkArbiter) -> None:
         self._arbiter = arbiter
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
+        # Kept as an attribute of this object: gunicorn's next reaping finds it at once.
+        value = getattr(os, name)
+        setattr(self, name, value)
+        return value
 
     def waitpid(self, pid: int, options: int) -> tuple[int, int]:
         reaped = os.waitpid(pid, options)
@@ -115,7 +120,9 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     def spawn_worker(self) -> int | None:
         """Start a worker for the lowest task id that needs one; None if none does."""
         state = self._tornadofork
-        task = None if state.reloading else state.table.next_pending()
+        if state.reloading:
+            return None
+        task = state.table.next_pending()
         if task is None:
             return None
         worker_class = self.worker_class
@@ -126,15 +133,21 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             return worker
 
         self.worker_class = make_worker
+        # Plain calls rather than context managers: this runs between a reap and the fork
+        # of the replacement, where every page the master writes is copied (copy-on-write).
+        worker_side.fork_begin(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER)
         try:
-            with (
-                worker_side.forking(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER),
-                state.observe.forking(task),
-            ):
+            prometheus = state.observe.prometheus
+            if prometheus is None:
                 pid: int = super().spawn_worker()
                 state.table.spawned(task, pid)
-                state.observe.spawned(task, pid)
+            else:
+                with prometheus.forking(task):
+                    pid = super().spawn_worker()
+                    state.table.spawned(task, pid)
+                    state.observe.spawned(task, pid)
         finally:
+            worker_side.fork_end()
             self.worker_class = worker_class
         return pid
 
@@ -154,7 +167,10 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         reaps inside its SIGCHLD handler, a SIGCHLD that comes meanwhile waits until the
         reaping is done: its handler would re-enter the log line being written."""
         module = gunicorn_arbiter.os
-        gunicorn_arbiter.os = _NotingWaitpid(self)
+        noting = self.__dict__.get("_tornadofork_waitpid")
+        if noting is None:
+            noting = self._tornadofork_waitpid = _NotingWaitpid(self)
+        gunicorn_arbiter.os = noting
         try:
             with _sigchld_held():
                 while True:
@@ -434,22 +450,44 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             )
 
 
-@contextmanager
-def _sigchld_held() -> Iterator[None]:
+class _SigchldHold:
+    """SIGCHLD blocked from the outermost ``with`` to its end; nested ones change nothing.
+
+    One object serves every use: no allocation per use. A SIGCHLD handler that runs while
+    the outermost ``with`` is being entered, before the signal is blocked, finds the depth
+    at 0 too and restores the mask it found as it leaves, so the outer one still blocks and
+    restores the mask of before."""
+
+    __slots__ = ("_depth", "_mask")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._mask: Any = None
+
+    def __enter__(self) -> None:
+        if self._depth == 0:
+            self._mask = _signal.pthread_sigmask(signal.SIG_BLOCK, _SIGCHLD_ONLY)
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            _signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+
+
+_SIGCHLD_ONLY = (int(signal.SIGCHLD),)
+_SIGCHLD_HOLD: AbstractContextManager[None] = _SigchldHold() if _REAPS_IN_SIGCHLD_HANDLER else nullcontext()
+
+
+def _sigchld_held() -> AbstractContextManager[None]:
     """On gunicorn 23, hold SIGCHLD back while the main loop writes to the log.
 
     gunicorn 23 reaps, and logs each reaped worker, inside its SIGCHLD handler: a handler
     run in the middle of the main loop's write to the same log file re-enters that file's
     buffer, and logging then drops one of the two lines (printing "--- Logging error ---"
-    and a stack to stderr instead). Held back, the signal runs its handler right after."""
-    if not _REAPS_IN_SIGCHLD_HANDLER:
-        yield
-        return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    and a stack to stderr instead). Held back, the signal runs its handler right after.
+    Later versions only queue SIGCHLD: nothing to hold."""
+    return _SIGCHLD_HOLD
 
 
 def install(server: Any, options: Options, prometheus: Exporter | None = None) -> None:

@@ -84,12 +84,14 @@ class Exit:
         return self.describe()
 
 
+# Looked up once: Signals(n).name goes through the enum machinery on every call.
+_SIGNAL_NAMES = {member.value: member.name for member in signal.Signals}
+
+
 def signal_name(signum: int | None) -> str:
     """``SIGKILL`` for 9; the bare number for a signal Python does not name."""
-    try:
-        return signal.Signals(signum).name  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(signum)
+    name = _SIGNAL_NAMES.get(signum)  # type: ignore[arg-type]
+    return str(signum) if name is None else name
 
 
 def parse_report(report: bytes) -> tuple[bytes, int | None]:

@@ -7,16 +7,20 @@ here decides what the arbiter does.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 import setproctitle
+from gunicorn.glogging import Logger as _GunicornLogger
 
 from .options import Options
 from .prometheus import Exporter
 from .tasks import Outcome, TaskState, TaskTable
+
+#: gunicorn's own logger's debug(): it sends nothing but the log line.
+_PLAIN_DEBUG = _GunicornLogger.debug
 
 
 class Observer:
@@ -32,17 +36,9 @@ class Observer:
 
     # -- events ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def forking(self, task: int) -> Iterator[None]:
-        """Around the fork of ``task``'s worker: the child takes its metrics identifier."""
-        if self.prometheus is None:
-            yield
-            return
-        with self.prometheus.forking(task):
-            yield
-
     def spawned(self, task: int, pid: int) -> None:
-        """``pid`` now runs ``task``."""
+        """``pid`` now runs ``task`` (forked inside ``prometheus.forking(task)`` when there is
+        an exporter, for the child to take its metrics identifier)."""
         if self.prometheus is not None:
             self.prometheus.spawned(pid, task)
 
@@ -53,17 +49,28 @@ class Observer:
 
     def judged(self, outcome: Outcome) -> None:
         """statsd counters of a judged end: a counted restart, giving up."""
+        if not (outcome.counted or outcome.give_up) or not self._debug_wanted():
+            return
         if outcome.counted:
             self.log.debug("restart counted", extra=statsd("restarts", 1, "counter"))
         if outcome.give_up:
             self.log.debug("gave up", extra=statsd("gave_up", 1, "counter"))
 
+    def _debug_wanted(self) -> bool:
+        """Whether a debug line (and its metric) can reach anything: gunicorn's plain logger
+        drops it below level debug, but statsd's and others' may send its metric anyway."""
+        log = self.log
+        if getattr(type(log), "debug", None) is not _PLAIN_DEBUG:
+            return True
+        error_log = getattr(log, "error_log", None)
+        return error_log is None or bool(error_log.isEnabledFor(logging.DEBUG))
+
     def show(self, proc_name: str) -> None:
         """Title the master with the tasks' state; send the gauges and write the metrics that
         changed."""
         table = self.table
-        live = len(table.running())
-        failed = len(table.failed())
+        live = table.running_count()
+        failed = table.failed_count()
         title = (
             f"gunicorn: master [{proc_name}] tasks {live}/{table.size} "
             f"restarts {table.counted_restarts()}/{self.options.max_restarts}"

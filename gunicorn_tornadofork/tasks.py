@@ -118,6 +118,10 @@ class TaskTable:
         """The task ids in range."""
         return range(self.offset, self.offset + self.size)
 
+    def in_range(self, task_id: int) -> bool:
+        """Whether ``task_id`` is in range (as ``task_id in ids()``, without building the range)."""
+        return self.offset <= task_id < self.offset + self.size
+
     def task_of(self, pid: int) -> int | None:
         """The task id held by the worker ``pid``, or None."""
         return self._task_of.get(pid)
@@ -155,14 +159,25 @@ class TaskTable:
 
     def next_pending(self) -> int | None:
         """The lowest id that needs a worker now, or None."""
-        return next(self.pending(), None)
+        # pending()'s test, without a generator: asked before every fork and once more after.
+        now = self.clock() if self._ready_at else 0.0
+        for task_id in range(self.offset, self.offset + self.size):
+            if task_id in self._pid_of or task_id in self._done or task_id in self._failed:
+                continue
+            if self._ready_at.get(task_id, now) > now:
+                continue
+            return task_id
+        return None
 
     def next_ready(self) -> float | None:
         """When the earliest backoff of a task still waiting ends (clock time), or None."""
+        if not self._ready_at:
+            return None  # the common case, checked on every turn of the arbiter's loop
+        first, end = self.offset, self.offset + self.size
         waiting = [
             at
             for task_id, at in self._ready_at.items()
-            if task_id in self.ids()
+            if first <= task_id < end
             and task_id not in self._pid_of
             and task_id not in self._done
             and task_id not in self._failed
@@ -171,11 +186,26 @@ class TaskTable:
 
     def running(self) -> list[int]:
         """The ids, lowest first, whose worker is live and not asked to stop."""
+        first, end = self.offset, self.offset + self.size
         return sorted(
             task_id
             for task_id, pid in self._pid_of.items()
-            if task_id in self.ids() and pid not in self._stopping
+            if first <= task_id < end and pid not in self._stopping
         )
+
+    def running_count(self) -> int:
+        """How many ids :meth:`running` lists, counted without building the list."""
+        if not self._stopping and len(self._pid_of) <= self.size:
+            # No worker is stopping, and live workers out of range exist only after a
+            # scale-down, which asks them all to stop: in the usual case every live one counts.
+            first, end = self.offset, self.offset + self.size
+            if all(first <= task_id < end for task_id in self._pid_of):
+                return len(self._pid_of)
+        return len(self.running())
+
+    def failed_count(self) -> int:
+        """How many tasks failed (``len(failed())`` without the copy)."""
+        return len(self._failed)
 
     def all_done(self) -> bool:
         """Whether there is at least one task, every task finished and no worker is left."""
@@ -184,8 +214,10 @@ class TaskTable:
     def ended(self) -> bool:
         """Whether there is at least one task, every task finished or failed, and no worker is
         left: nothing runs or waits, nothing will."""
+        if self.size <= 0 or self._pid_of:
+            return False  # checked after every reap: a live worker settles it at once
         ended = self._done | self._failed
-        return self.size > 0 and not self._pid_of and all(t in ended for t in self.ids())
+        return all(t in ended for t in self.ids())
 
     def exit_status(self) -> int | None:
         """The server's exit status once no task is left (0 all finished, 6 one failed), or
@@ -235,20 +267,27 @@ class TaskTable:
         out of range and were not yet asked to stop (the arbiter retires them)."""
         if size < 0:
             raise ValueError("size must be >= 0")
-        self.size = size
-        # A retired id that comes back later (scale down, then up) is a new task: nothing of
-        # the old one carries over (finished, failed, restart times and counts, backoff).
-        ids = self.ids()
-        for per_task in (self._task_recent, self._task_count, self._streak, self._ready_at):
-            for task_id in [t for t in per_task if t not in ids]:
-                del per_task[task_id]
-        self._done = {t for t in self._done if t in ids}
-        self._failed = {t for t in self._failed if t in ids}
-        return sorted(
+        if size != self.size:
+            self.size = size
+            # A retired id that comes back later (scale down, then up) is a new task: nothing
+            # of the old one carries over (finished, failed, restart times and counts,
+            # backoff). Per-task state is only ever kept for ids in range, so with the size
+            # unchanged (the arbiter asks after every reap) there is nothing to drop.
+            ids = self.ids()
+            for per_task in (self._task_recent, self._task_count, self._streak, self._ready_at):
+                for task_id in [t for t in per_task if t not in ids]:
+                    del per_task[task_id]
+            self._done = {t for t in self._done if t in ids}
+            self._failed = {t for t in self._failed if t in ids}
+        first, end = self.offset, self.offset + size
+        retired = [
             pid
             for task_id, pid in self._pid_of.items()
-            if task_id not in self.ids() and pid not in self._stopping
-        )
+            if not first <= task_id < end and pid not in self._stopping
+        ]
+        if retired:
+            retired.sort()
+        return retired
 
     def spawned(self, task_id: int, pid: int) -> None:
         """Record that ``pid`` now holds ``task_id``."""
@@ -275,7 +314,7 @@ class TaskTable:
         started = self._started.pop(task_id, None)
         # A retired id is no task any more: it neither finishes nor fails, and its counted
         # end counts for the server only. If it comes back, it is a new task.
-        in_range = task_id in self.ids()
+        in_range = self.offset <= task_id < self.offset + self.size
         verdict = judge(exit, self.policy)
         action, why = verdict.action, verdict.why()
         counted = action is Action.COUNT

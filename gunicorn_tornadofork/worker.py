@@ -8,12 +8,16 @@ worker and otherwise uses only for its timestamps; the arbiter reads it when it 
 
 from __future__ import annotations
 
+# signal's C functions, without the enum conversions its Python wrappers add to every call
+# (for a handler that is no Handlers member, a caught ValueError each time): the arbiter
+# masks signals around every fork, and the new worker resets handlers before it is ready.
+import _signal  # type: ignore[import-not-found]
 import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import setproctitle
@@ -92,7 +96,7 @@ def enable(arbiter_pid: int) -> None:
     global _arbiter_pid, _set_pdeathsig, _alarm_disposition
     _arbiter_pid = arbiter_pid
     if _set_pdeathsig is None:
-        _alarm_disposition = signal.getsignal(signal.SIGALRM)
+        _alarm_disposition = _signal.getsignal(_SIGALRM)  # as _signal.signal() takes it back
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _set_pdeathsig = _pdeathsig_setter() or (lambda: None)
 
@@ -104,22 +108,27 @@ def enable(arbiter_pid: int) -> None:
 FORK_BLOCKED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
-@contextmanager
-def forking(task: int, block_sigchld: bool = True) -> Iterator[None]:
-    """Around the arbiter's fork of the worker for ``task``: the child takes that id, stop
+_FORK_BLOCKED_SIGCHLD = FORK_BLOCKED | {signal.SIGCHLD}
+
+
+def fork_begin(task: int, block_sigchld: bool = True) -> None:
+    """Before the arbiter's fork of the worker for ``task``: the child takes that id, stop
     signals wait until it can act on them, and with ``block_sigchld`` SIGCHLD waits until
-    the parent has recorded the new pid."""
+    the parent has recorded the new pid. :func:`fork_end` must follow, whatever happens."""
     global _forking_task, _saved_sigmask
     _forking_task = task
-    blocked = FORK_BLOCKED | {signal.SIGCHLD} if block_sigchld else FORK_BLOCKED
-    _saved_sigmask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, blocked)}
-    try:
-        yield
-    finally:
-        _forking_task = None
-        if _saved_sigmask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
-            _saved_sigmask = None
+    _saved_sigmask = _signal.pthread_sigmask(
+        signal.SIG_BLOCK, _FORK_BLOCKED_SIGCHLD if block_sigchld else FORK_BLOCKED
+    )
+
+
+def fork_end() -> None:
+    """After the arbiter's fork (or its failure): the signal mask as it was before."""
+    global _forking_task, _saved_sigmask
+    _forking_task = None
+    if _saved_sigmask is not None:
+        _signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+        _saved_sigmask = None
 
 
 def adopt(worker: Any, task: int) -> None:
@@ -144,7 +153,8 @@ def read_report(worker: Any) -> bytes:
 # Arbiter handlers a new worker would keep until its class installs its own: there, a stop
 # would be queued for an arbiter loop that never runs in the worker, and SIGCHLD would reap
 # the worker's own children (gunicorn resets these to the defaults too, a little later).
-_RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+_RESET_SIGNALS = tuple(int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD))
+_SIG_DFL, _SIG_SETMASK, _SIGALRM = int(signal.SIG_DFL), int(signal.SIG_SETMASK), int(signal.SIGALRM)
 
 
 def _after_fork_in_child() -> None:
@@ -154,14 +164,14 @@ def _after_fork_in_child() -> None:
     _task_id, _forking_task = _forking_task, None
     os.environ[ENV_VAR] = str(_task_id)
     for signum in _RESET_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
-    alarm_handler = signal.getsignal(signal.SIGALRM)
+        _signal.signal(signum, _SIG_DFL)
+    alarm_handler = _signal.getsignal(_SIGALRM)
     if _alarm_disposition is not None and getattr(alarm_handler, "__module__", None) == _ARBITER_MODULE:
         # The arbiter's backoff timer handler would otherwise swallow the app's alarm();
         # a handler someone else installed in the master stays, as in plain gunicorn.
-        signal.signal(signal.SIGALRM, _alarm_disposition)
+        _signal.signal(_SIGALRM, _alarm_disposition)
     if _saved_sigmask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, _saved_sigmask)
+        _signal.pthread_sigmask(_SIG_SETMASK, _saved_sigmask)
     if _set_pdeathsig is not None:
         _set_pdeathsig()
     if os.getppid() != _arbiter_pid:
@@ -298,4 +308,6 @@ def _pdeathsig_setter() -> Callable[[], None] | None:
     except (OSError, AttributeError):
         return None
     pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    # A partial, not a lambda: one Python frame less in every new worker.
+    setter: Callable[[], None] = functools.partial(prctl, pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    return setter
