@@ -118,10 +118,6 @@ class TaskTable:
         """The task ids in range."""
         return range(self.offset, self.offset + self.size)
 
-    def in_range(self, task_id: int) -> bool:
-        """Whether ``task_id`` is in range (as ``task_id in ids()``, without building the range)."""
-        return self.offset <= task_id < self.offset + self.size
-
     def task_of(self, pid: int) -> int | None:
         """The task id held by the worker ``pid``, or None."""
         return self._task_of.get(pid)

@@ -437,6 +437,36 @@ def test_running_excludes_stopping_and_out_of_range() -> None:
     assert table.running() == [0, 3]
 
 
+def test_counts_match_the_lists() -> None:
+    """running_count() and failed_count() count what running() and failed() list, through
+    stops, scale-down, offsets and exits."""
+    table = TaskTable(5, 10, offset=3)
+    start_all(table)
+    assert table.running_count() == len(table.running()) == 5
+    table.stop_requested(101)
+    assert table.running_count() == len(table.running()) == 4
+    table.resize(4)  # the worker of id 7 is out of range, not yet asked to stop
+    assert table.running_count() == len(table.running()) == 3
+    table.exited(102, KILLED)
+    assert table.running_count() == len(table.running()) == 2
+    assert table.failed_count() == len(table.failed()) == 0
+
+
+def test_resize_to_the_same_size_still_lists_unstopped_retired_workers() -> None:
+    """Asked again at the same size, resize() returns the out-of-range workers that were not
+    asked to stop, and keeps the in-range tasks' state."""
+    table = TaskTable(3, 10)
+    start_all(table)
+    table.exited(100, FINISHED)
+    assert table.resize(2) == [102]
+    assert table.resize(2) == [102]
+    table.stop_requested(102)
+    assert table.resize(2) == []
+    assert table.done() == {0}
+    assert table.next_pending() is None
+    assert table.next_ready() is None
+
+
 # -- a retired id that comes back is a new task ----------------------------------------------
 
 
