@@ -9,13 +9,12 @@ USR1 lines, control socket listing, statsd, Prometheus) is
 
 from __future__ import annotations
 
-# signal's C function, without the enum conversion of its Python wrapper.
-import _signal  # type: ignore[import-not-found]
 import os
 import signal
 import time
 from collections import deque
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,44 +449,24 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             )
 
 
-class _SigchldHold:
-    """SIGCHLD blocked from the outermost ``with`` to its end; nested ones change nothing.
-
-    One object serves every use: no allocation per use. A SIGCHLD handler that runs while
-    the outermost ``with`` is being entered, before the signal is blocked, finds the depth
-    at 0 too and restores the mask it found as it leaves, so the outer one still blocks and
-    restores the mask of before."""
-
-    __slots__ = ("_depth", "_mask")
-
-    def __init__(self) -> None:
-        self._depth = 0
-        self._mask: Any = None
-
-    def __enter__(self) -> None:
-        if self._depth == 0:
-            self._mask = _signal.pthread_sigmask(signal.SIG_BLOCK, _SIGCHLD_ONLY)
-        self._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            _signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
-
-
-_SIGCHLD_ONLY = (int(signal.SIGCHLD),)
-_SIGCHLD_HOLD: AbstractContextManager[None] = _SigchldHold() if _REAPS_IN_SIGCHLD_HANDLER else nullcontext()
-
-
-def _sigchld_held() -> AbstractContextManager[None]:
+@contextmanager
+def _sigchld_held() -> Iterator[None]:
     """On gunicorn 23, hold SIGCHLD back while the main loop writes to the log.
 
     gunicorn 23 reaps, and logs each reaped worker, inside its SIGCHLD handler: a handler
     run in the middle of the main loop's write to the same log file re-enters that file's
     buffer, and logging then drops one of the two lines (printing "--- Logging error ---"
-    and a stack to stderr instead). Held back, the signal runs its handler right after.
-    Later versions only queue SIGCHLD: nothing to hold."""
-    return _SIGCHLD_HOLD
+    and a stack to stderr instead). Held back, the signal runs its handler right after."""
+    if not _REAPS_IN_SIGCHLD_HANDLER:
+        yield
+        return
+    # The mask saved is this call's own: a SIGCHLD handler that runs while it is being set
+    # (and holds SIGCHLD in turn) cannot overwrite it.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def install(server: Any, options: Options, prometheus: Exporter | None = None) -> None:
