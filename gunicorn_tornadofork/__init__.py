@@ -18,16 +18,18 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
 
 from . import arbiter as _arbiter
-from . import prometheus as _prometheus
 from .arbiter import GIVE_UP_STATUS, TASKS_FAILED_STATUS
 from .exits import WORKER_BOOT_ERROR
 from .options import DEFAULT_MAX_RESTARTS, OptionError, Options
 from .worker import ENV_VAR, FORK_BLOCKED, finish_task, task_id
+
+if TYPE_CHECKING:
+    from .prometheus import Exporter
 
 __version__ = "0.1.0"
 
@@ -91,10 +93,13 @@ def install(server: Any = None, *args: Any, **options: Any) -> None:
     )
 
 
-def _exporter(arbiter: Any, options: Options) -> _prometheus.Exporter | None:
+def _exporter(arbiter: Any, options: Options) -> Exporter | None:
     """With ``prometheus=True``: the checked metrics directory, prepared for the workers."""
     if not options.prometheus:
         return None
+    # Imported only when asked for: a master without it does not carry its code.
+    from . import prometheus as _prometheus
+
     cfg = arbiter.cfg
     workers = None
     if (cfg.uid, cfg.gid) != (os.geteuid(), os.getegid()):  # gunicorn's `user`, `group`

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gunicorn.arbiter as gunicorn_arbiter
 from gunicorn.arbiter import Arbiter
@@ -27,9 +27,11 @@ from .exits import STOP_SIGNALS, Ending, classify
 from .observe import Observer, statsd
 from .options import Options, available_cpus
 from .policy import GIVE_UP_STATUS, TASKS_FAILED_STATUS, Action
-from .prometheus import ENV_DIR, Exporter
 from .roll import Roll
 from .tasks import Outcome, TaskTable
+
+if TYPE_CHECKING:
+    from .prometheus import Exporter
 
 __all__ = ["GIVE_UP_STATUS", "TASKS_FAILED_STATUS", "TornadoForkArbiter", "install"]
 
@@ -258,6 +260,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     def _kill_overdue(self) -> None:
         """SIGKILL the workers asked to stop that still run after their ``graceful_timeout``."""
         kill_due = self._tornadofork.kill_due
+        if not kill_due:
+            return  # the common turn: nothing to allocate
         now = time.monotonic()
         for pid, due in list(kill_due.items()):
             if pid not in self.WORKERS:
@@ -442,6 +446,8 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
             self.num_workers = available_cpus()
         exporter = self._tornadofork.observe.prometheus
         if exporter is not None and exporter.keep_directory(self.cfg):
+            from .prometheus import ENV_DIR
+
             self.log.error(
                 "gunicorn_tornadofork: %s cannot change on reload (prometheus=True); keeping %r",
                 ENV_DIR,

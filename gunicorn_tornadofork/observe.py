@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import setproctitle
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from .options import Options
-from .prometheus import Exporter
 from .tasks import Outcome, TaskState, TaskTable
+
+if TYPE_CHECKING:
+    from .prometheus import Exporter
 
 #: gunicorn's own logger's debug(): it sends nothing but the log line.
 _PLAIN_DEBUG = _GunicornLogger.debug
