@@ -63,7 +63,7 @@ def run_respawn(
 ) -> list[Figure]:
     workers = profile.respawn_workers
     figure = Figure(f"respawn, SIGKILL → replacement ready, N = {workers}", "s", target_kind="ratio<=")
-    figure.target = 1.10
+    figure.target = 1.05
     parts = [Figure(f"respawn phase: {phase}, N = {workers}", "s") for phase in PHASES]
     kinds = [PLUGIN, PLAIN, *([TORNADO] if floor else [])]
     for _ in range(profile.respawn_runs):
