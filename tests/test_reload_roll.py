@@ -27,20 +27,21 @@ WORKERS = 4  # a roll of one task at a time
 
 
 def start(
-    gunicorn: Start, tmp_path: Path, slow: float, config: str = ""
+    gunicorn: Start, tmp_path: Path, slow: float, config: str = "", workers: int = WORKERS
 ) -> tuple[Server, Path, dict[int, int]]:
-    """Four workers whose ``worker_exit`` takes ``slow`` seconds while the returned flag
-    file exists (written here); (server, flag, task id -> pid of the booted workers)."""
+    """``workers`` workers whose ``worker_exit`` takes ``slow`` seconds while the returned
+    flag file exists (written here; removed, the exits are quick again); (server, flag,
+    task id -> pid of the booted workers)."""
     flag = tmp_path / "slow-exit"
     server = gunicorn(
         options="max_restarts=9",
         config=(
             f"import sys\nsys.path.insert(0, {str(APPS)!r})\nfrom slowexit import worker_exit\n"
-            f"workers = {WORKERS}\ngraceful_timeout = 30\n{BOOTED}{config}"
+            f"workers = {workers}\ngraceful_timeout = 30\n{BOOTED}{config}"
         ),
         env={"TF_SLOW_EXIT": str(flag)},
     )
-    old = ready(server, range(WORKERS))
+    old = ready(server, range(workers))
     flag.write_text(str(slow))
     return server, flag, old
 
@@ -80,7 +81,7 @@ def test_term_during_a_reload_stops_every_worker_at_once(gunicorn: Start, tmp_pa
 def test_scaling_and_usr1_are_taken_during_a_reload(gunicorn: Start, tmp_path: Path) -> None:
     """TTIN, USR1 and TTOU sent while a slow roll runs take effect while it runs; the roll
     then ends with every task of the new size replaced once, nothing counted."""
-    server, flag, old = start(gunicorn, tmp_path, slow=4)
+    server, flag, old = start(gunicorn, tmp_path, slow=3)
     server.signal(signal.SIGHUP)
     wait_for(lambda: exiting(server, old[0]), 10, "the roll to stop task 0's old worker")
     server.signal(signal.SIGTTIN)
@@ -91,11 +92,11 @@ def test_scaling_and_usr1_are_taken_during_a_reload(gunicorn: Start, tmp_path: P
     server.signal(signal.SIGTTOU)
     server.wait_log(f"task 4 (pid {added}) stopped", 10)
     assert not exiting(server, old[3]), "the scale-down waited for the roll"
+    flag.unlink()  # the rest of the roll goes quickly
     server.wait_log("Reload done: 4 old workers stopped", 40)
     new = ready(server, range(WORKERS), old=old)
     assert set(new.values()).isdisjoint(old.values())
     assert not counted(server)
-    flag.unlink()
     server.signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0
 
@@ -113,6 +114,7 @@ def test_a_second_hup_during_a_reload_restarts_the_roll(gunicorn: Start, tmp_pat
     server.signal(signal.SIGHUP)
     server.wait_log("Hang up: Master", 3, count=2)
     assert not exiting(server, old[3]), "the second HUP waited for the first roll"
+    flag.unlink()  # the rest of the roll goes quickly
     new = ready(server, range(WORKERS), old=first, timeout=45)
     assert set(new.values()).isdisjoint(old.values())
     for task, pid in new.items():
@@ -120,7 +122,6 @@ def test_a_second_hup_during_a_reload_restarts_the_roll(gunicorn: Start, tmp_pat
     server.wait_log("Reload done", 30)
     assert server.log().count("Reload done") == 1
     assert not counted(server)
-    flag.unlink()
     server.signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0
 
@@ -135,11 +136,11 @@ def test_a_crash_during_a_reload_is_counted_and_the_roll_goes_on(gunicorn: Start
     server.wait_log(f"task 3 (pid {old[3]}) killed by signal SIGKILL, restarting (1 of max_restarts 9)", 5)
     replacement = wait_for(lambda: (w := live_workers(server)) and w.get(3) not in (None, old[3]) and w[3], 5)
     assert not exiting(server, old[2]), "the crash was judged while the roll ran"
+    flag.unlink()  # the rest of the roll goes quickly
     server.wait_log("Reload done: 3 old workers stopped", 40)
     new = ready(server, range(WORKERS), old=old)
     assert new[3] == replacement, "the crash's replacement already runs the new config"
     assert len(counted(server)) == 1
-    flag.unlink()
     server.signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0
 
@@ -148,13 +149,13 @@ def test_timeouts_are_enforced_during_a_reload(gunicorn: Start, tmp_path: Path) 
     """``timeout`` still reaches workers while a reload rolls: old workers whose
     ``worker_exit`` hangs far past it are aborted, as the arbiter asked them to stop the
     abort is not counted, and the roll ends long before the hooks would have."""
-    server, flag, old = start(gunicorn, tmp_path, slow=60, config="timeout = 2\n")
+    server, flag, old = start(gunicorn, tmp_path, slow=60, config="timeout = 2\n", workers=2)
     server.signal(signal.SIGHUP)
-    server.wait_log("Reload done: 4 old workers stopped", 45)
+    server.wait_log("Reload done: 2 old workers stopped", 45)
     log = server.log()
     for pid in old.values():
         assert f"WORKER TIMEOUT (pid:{pid})" in log
-    ready(server, range(WORKERS), old=old)
+    ready(server, range(2), old=old)
     assert not counted(server)
     flag.unlink()
     server.signal(signal.SIGTERM)
