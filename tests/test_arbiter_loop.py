@@ -207,15 +207,23 @@ def test_a_stop_signal_right_after_the_fork_is_not_lost(gunicorn: Start) -> None
         except AssertionError as failure:
             raise AssertionError(f"{failure}: {pids}, {server.workers()}\n{server.log()[-4000:]}") from None
         taken = server.log().count("Handling signal: ttou")
+        rolled = server.log().count("Reload done")
         server.signal(signal.SIGHUP)
         server.signal(signal.SIGTTOU)
 
         # A child not yet titled is no "worker" in /proc: three titled ones are not enough,
-        # only three live children are, and only once the TTOU is taken up (in the middle of
-        # the reload's roll, between a task's old worker and its successor, three is a count
-        # the server passes through).
-        def retired(taken: int = taken) -> bool:
-            return server.log().count("Handling signal: ttou") > taken and three_left(server)
+        # only three live children are, and only once the TTOU is taken up and the reload's
+        # roll is over (in the middle of the roll, between a task's old worker and its
+        # successor, three is a count the server passes through). The next HUP and TTOU then
+        # come with no worker exiting: a SIGCHLD handled as they arrive could have TTOU taken
+        # before HUP, which would bring the retired task back with the config's `workers`.
+        def retired(taken: int = taken, rolled: int = rolled) -> bool:
+            log = server.log()
+            return (
+                log.count("Handling signal: ttou") > taken
+                and log.count("Reload done") > rolled
+                and three_left(server)
+            )
 
         try:
             wait_for(retired, 5, "three workers, retired one gone")

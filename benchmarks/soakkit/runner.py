@@ -420,4 +420,14 @@ class RoundRun:
                     # while a request is being accepted: plain gunicorn logs it too.
                     self.result.notes.append(f"gunicorn's own traceback in {name}: {lines[i - 1]} {last}")
                     continue
+                if (
+                    "Bad file descriptor" in last
+                    and "trying to write to the signal wakeup fd" in lines[i - 1]
+                    and any("_sighandler_noop" in x for x in block)
+                ):
+                    # asyncio's own race as its loop closes (aiohttp, uvicorn): a signal that
+                    # comes after the loop closed its self-pipe and before it took back the
+                    # wakeup fd is written to a closed descriptor. Python prints it and goes on.
+                    self.result.notes.append(f"asyncio's own message in {name}: {lines[i - 1]} {last}")
+                    continue
                 self.violate(f"traceback in {name}: {last}")
