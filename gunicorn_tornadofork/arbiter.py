@@ -45,6 +45,8 @@ _POLL_SECONDS = 0.01
 # gunicorn 23 reaps workers inside its SIGCHLD handler, which could then run between the
 # fork and the table's record of the new pid; later versions only queue SIGCHLD.
 _REAPS_IN_SIGCHLD_HANDLER = not hasattr(Arbiter, "signal_chld")
+# Every signal the arbiter handles.
+_ARBITER_SIGNALS = frozenset({*Arbiter.SIGNALS, signal.SIGCHLD, signal.SIGALRM})
 # The arbiter's own stop signals: graceful (TERM) and quick (INT, QUIT) shutdown.
 _MASTER_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
@@ -136,7 +138,9 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
         self.worker_class = make_worker
         # Plain calls rather than context managers: this runs between a reap and the fork
         # of the replacement, where every page the master writes is copied (copy-on-write).
-        worker_side.fork_begin(task, block_sigchld=_REAPS_IN_SIGCHLD_HANDLER)
+        # SIGCHLD too on every version: gunicorn 27 restarts its control socket's thread as
+        # the fork returns, and the thread keeps this mask (see _start_control_server).
+        worker_side.fork_begin(task, block_sigchld=True)
         try:
             prometheus = state.observe.prometheus
             if prometheus is None:
@@ -405,8 +409,16 @@ class TornadoForkArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
                 self.log.info("%s", line)
 
     def _start_control_server(self) -> None:
-        """gunicorn's control socket, whose ``show workers`` also lists the tasks."""
-        super()._start_control_server()
+        """gunicorn's control socket, whose ``show workers`` also lists the tasks. Its thread
+        starts with the arbiter's signals blocked, so that the kernel gives each of them to
+        the main thread, lowest number first: a SIGCHLD taken there while the TERM sent
+        with it went to the other thread would have the workers' ends judged before the
+        shutdown, as restarts."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ARBITER_SIGNALS)
+        try:
+            super()._start_control_server()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         server = getattr(self, "_control_server", None)
         handlers = getattr(server, "handlers", None)
         show_workers = getattr(handlers, "show_workers", None)
